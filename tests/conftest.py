@@ -1,0 +1,17 @@
+"""Shared test fixtures: quiet TensorFlow, the optional shared data folder."""
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """The development data folder `../shared/data`; the test skips when it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is not present (users do not have it)")
+    return SHARED_DATA
