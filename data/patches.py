@@ -24,6 +24,8 @@ import numpy as np
 
 from data.errors import DataError
 
+_MERGE_BLOCK_BYTES = 4 << 20  # patches merged per pass (cache-sized working set)
+
 
 @dataclass(frozen=True)
 class PatchGrid:
@@ -188,27 +190,32 @@ def merge_patches(patches, grid: PatchGrid, batch: int | None = None):
     out = np.empty((n, (nh + m - 1) * s, (nw + m - 1) * s, c), dtype=dtype)
     out[:, nh * s:] = 0  # the bands past the first chunks' tiling start empty
     out[:, : nh * s, nw * s:] = 0
-    sn, sr, sc, sch = out.strides
     # Chunk (kr, kc) of every patch lands at row block i + kr, column block j + kc. Within
     # one chunk pair the patches do not overlap, so each is one strided in-place op on a
     # view of the output in the patches' own layout (no transpose, no scatter).
+    chunks = []
     for kr in range(m):
-        hr = min(s, b - kr * s)
+        rows = slice(kr * s, kr * s + min(s, b - kr * s))
         for kc in range(m):
-            wc = min(s, b - kc * s) * c
-            cols = slice(kc * s * c, kc * s * c + wc)
+            cols = slice(kc * s * c, kc * s * c + min(s, b - kc * s) * c)
+            chunks.append((kr, kc, rows, cols, wy[:, None, rows, None] * wx[None, :, None, cols]))
+    # A few images at a time keep the working set in cache: time stays linear in N.
+    step = max(1, _MERGE_BLOCK_BYTES // max(1, p[0].nbytes))
+    for first in range(0, n, step):
+        block_out = out[first:first + step]
+        block_p = p[first:first + step]
+        sn, sr, sc, sch = block_out.strides
+        for kr, kc, rows, cols, weight in chunks:
             view = np.lib.stride_tricks.as_strided(
-                out[:, kr * s:, kc * s:],
-                shape=(n, nh, nw, hr, wc),
+                block_out[:, kr * s:, kc * s:],
+                shape=(block_out.shape[0], nh, nw, rows.stop - rows.start, cols.stop - cols.start),
                 strides=(sn, s * sr, s * sc, sr, sch),
                 writeable=True,
             )
-            weight = wy[:, None, kr * s:kr * s + hr, None] * wx[None, :, None, cols]
-            chunk = p[:, :, :, kr * s:kr * s + hr, cols]
             if kr == 0 and kc == 0:
-                np.multiply(chunk, weight, out=view)
+                np.multiply(block_p[:, :, :, rows, cols], weight, out=view)
             else:
-                view += chunk * weight
+                view += block_p[:, :, :, rows, cols] * weight
     return out[:, : grid.height, : grid.width]
 
 
