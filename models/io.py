@@ -1,0 +1,160 @@
+"""Saving and loading trained models, and importing the RSE-RL authors' released weights.
+
+Our format (a directory):
+- `config.json`: the VAEConfig (plus a format version),
+- `vae.weights.h5`: Keras 3 weights of every encoder, transform and decoder,
+- `clusters.npz` (optional): the latent ClusterIndex (models/clusters.py).
+
+The authors' release: one VAE per channel, `<name>_{y,u,v}_<suffix>/{encoder,transform,decoder}/`,
+each a Keras 2 SavedModel (TF 2.9). We read their variables with `tf.saved_model.load`
+(no Keras 2 needed) and copy them, in layer order and with shape checks, into an
+RSEVAE configured like theirs (softplus log-variance head, ReLU on T's last layer,
+3 decoder output channels of which channel 0 is the patch).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from data.errors import DataError
+from models.vae import RSEVAE, VAEConfig, build_vae
+
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "vae.weights.h5"
+CLUSTERS_FILE = "clusters.npz"
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def save_model(model: RSEVAE, model_dir: str | os.PathLike, clusters=None) -> Path:
+    """Write config, weights (and clusters if given) into model_dir; returns the directory."""
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    tmp_weights = model_dir / f".tmp.{WEIGHTS_FILE}"
+    model.save_weights(tmp_weights)
+    os.replace(tmp_weights, model_dir / WEIGHTS_FILE)
+    _atomic_write_text(
+        model_dir / CONFIG_FILE,
+        json.dumps({"format_version": FORMAT_VERSION, "vae": model.cfg.to_dict()}, indent=2),
+    )
+    if clusters is not None:
+        clusters.save(model_dir / CLUSTERS_FILE)
+    return model_dir
+
+
+def load_model(model_dir: str | os.PathLike) -> RSEVAE:
+    """The RSEVAE saved by `save_model` (DataError naming the directory if it is not one)."""
+    model_dir = Path(model_dir)
+    cfg_path, weights = model_dir / CONFIG_FILE, model_dir / WEIGHTS_FILE
+    if not cfg_path.is_file() or not weights.is_file():
+        raise DataError(f"--model_dir {model_dir}: not a saved model (needs {CONFIG_FILE} and {WEIGHTS_FILE})")
+    try:
+        meta = json.loads(cfg_path.read_text())
+        cfg = VAEConfig.from_dict(meta["vae"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{cfg_path}: unreadable model config ({exc})") from None
+    model = build_vae(cfg)
+    try:
+        model.load_weights(weights)
+    except Exception as exc:  # Keras raises various types for a mismatched file
+        raise DataError(f"{weights}: weights do not match the config ({exc})") from None
+    return model
+
+
+def load_clusters(model_dir: str | os.PathLike):
+    """The ClusterIndex saved beside the model, or None if there is none."""
+    from models.clusters import ClusterIndex
+
+    path = Path(model_dir) / CLUSTERS_FILE
+    return ClusterIndex.load(path) if path.is_file() else None
+
+
+# -- the authors' weights -------------------------------------------------------------------------
+
+def find_authors_channel_dirs(weights_dir: str | os.PathLike) -> dict[str, Path]:
+    """{'Y': dir, 'U': dir, 'V': dir} of the per-channel model folders under weights_dir."""
+    weights_dir = Path(weights_dir)
+    if not weights_dir.is_dir():
+        raise DataError(f"--authors_weights {weights_dir}: no such directory")
+    found: dict[str, Path] = {}
+    for sub in sorted(p for p in weights_dir.iterdir() if p.is_dir()):
+        m = re.search(r"(?:^|_)([yuv])(?:_|$)", sub.name.lower())
+        if m and all((sub / part).is_dir() for part in ("encoder", "transform", "decoder")):
+            found.setdefault(m.group(1).upper(), sub)
+    missing = [c for c in "YUV" if c not in found]
+    if missing:
+        raise DataError(
+            f"--authors_weights {weights_dir}: missing the model folder(s) for channel(s) {', '.join(missing)} "
+            "(expected subfolders like celeba_y_no/{encoder,transform,decoder})"
+        )
+    return found
+
+
+def _saved_variables(path: Path) -> list[np.ndarray]:
+    import tensorflow as tf
+
+    try:
+        loaded = tf.saved_model.load(str(path))
+    except Exception as exc:
+        raise DataError(f"{path}: cannot be loaded as a TensorFlow SavedModel ({type(exc).__name__})") from None
+    return [v.numpy() for v in loaded.variables]
+
+
+def _copy_in_order(target, values: list[np.ndarray], source: Path) -> None:
+    weights = target.weights
+    if len(weights) != len(values):
+        raise DataError(f"{source}: {len(values)} variables, expected {len(weights)} for this architecture")
+    for w, v in zip(weights, values):
+        if tuple(w.shape) != v.shape:
+            raise DataError(f"{source}: variable of shape {v.shape} where {w.path} needs {tuple(w.shape)}")
+    for w, v in zip(weights, values):
+        w.assign(v)
+
+
+def authors_config(weights_dir: str | os.PathLike) -> VAEConfig:
+    """The VAEConfig matching the authors' release (latent size read from the files)."""
+    dirs = find_authors_channel_dirs(weights_dir)
+    values = _saved_variables(dirs["Y"] / "transform")
+    return VAEConfig(
+        latent_dim=int(values[0].shape[0]),
+        logvar_activation="softplus",
+        transform_last_activation="relu",
+        decoder_out_channels=3,
+    )
+
+
+def import_authors_weights(weights_dir: str | os.PathLike) -> RSEVAE:
+    """An RSEVAE holding the authors' Y, U and V models (their variables copied in layer order)."""
+    dirs = find_authors_channel_dirs(weights_dir)
+    enc_vals = {c: _saved_variables(d / "encoder") for c, d in dirs.items()}
+    latent = int(enc_vals["Y"][-1].shape[-1])
+    cfg = VAEConfig(
+        latent_dim=latent,
+        logvar_activation="softplus",
+        transform_last_activation="relu",
+        decoder_out_channels=3,
+    )
+    model = build_vae(cfg)
+    for s, c in enumerate(cfg.channels):
+        _copy_in_order(model.encoders[s], enc_vals[c], dirs[c] / "encoder")
+        _copy_in_order(model.transforms[s], _saved_variables(dirs[c] / "transform"), dirs[c] / "transform")
+        _copy_in_order(model.decoders[s], _saved_variables(dirs[c] / "decoder"), dirs[c] / "decoder")
+    return model
+
+
+def load_any(model_dir: str | None = None, authors_weights: str | None = None) -> RSEVAE:
+    """Our saved model or the authors' weights, whichever is given (exactly one)."""
+    if (model_dir is None) == (authors_weights is None):
+        raise DataError("give exactly one of --model_dir and --authors_weights")
+    return load_model(model_dir) if model_dir is not None else import_authors_weights(authors_weights)

@@ -1,0 +1,197 @@
+"""Training the VAE + latent transform on (noisy, clean) patch pairs made on the fly.
+
+Input: a tf.data dataset of (noisy, clean) RGB image batches, float32 [0, 1],
+(N, H, W, 3) with static H, W. In the graph: RGB -> YUV, both split into
+block/overlap patches (data.patches.split_patches), unbatched, shuffled and
+rebatched as patch pairs. Training runs a compiled step under a tf.distribute
+strategy (build the model inside `strategy.scope()` and pass the same strategy,
+or none: the current scope's strategy is used), with tqdm progress, TensorBoard
+scalars and a tf.train.CheckpointManager checkpoint every epoch; `resume=True`
+restores the last checkpoint and continues with the next epoch.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tqdm.auto import tqdm
+
+from data.color import rgb_to_yuv
+from data.errors import DataError
+from data.patches import split_patches
+from models import equivariance
+from models.vae import RSEVAE
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings of the VAE stage."""
+
+    epochs: int = 10
+    batch_size: int = 256  # patch pairs per global step
+    learning_rate: float = 1e-3
+    overlap: int = 4
+    shuffle_buffer: int = 20000  # patches
+    steps_per_epoch: int | None = None  # None: one pass over the dataset
+    seed: int = 0
+    keep_checkpoints: int = 3
+    progress: bool = True
+
+
+def patch_pair_dataset(dataset: tf.data.Dataset, block: int, overlap: int, channels: int = 3) -> tf.data.Dataset:
+    """(noisy, clean) RGB image batches -> unbatched (noisy, clean) YUV patch pairs."""
+
+    def to_patches(noisy, clean):
+        noisy, clean = tf.cast(noisy, tf.float32), tf.cast(clean, tf.float32)
+        if channels == 3:
+            noisy, clean = rgb_to_yuv(noisy), rgb_to_yuv(clean)
+        pn, _ = split_patches(noisy, block, overlap)
+        pc, _ = split_patches(clean, block, overlap)
+        return pn, pc
+
+    spec = dataset.element_spec
+    if not (isinstance(spec, tuple) and len(spec) == 2):
+        raise DataError("training data must yield (noisy, clean) image batches")
+    for s in spec:
+        if s.shape.rank != 4 or s.shape[1] is None or s.shape[2] is None or s.shape[3] != channels:
+            raise DataError(f"training images must be batches (N, H, W, {channels}) with a fixed size; got {s.shape}")
+    return dataset.map(to_patches, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
+
+
+class _ScalarWriter:
+    """TensorBoard scalars through the core `tf.summary.write` op (no `tensorboard` package needed to write)."""
+
+    def __init__(self, logdir: Path) -> None:
+        from tensorflow.core.framework import summary_pb2
+
+        self._writer = tf.summary.create_file_writer(str(logdir))
+        self._metadata = summary_pb2.SummaryMetadata(
+            plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")
+        )
+
+    def write(self, values: dict[str, float], step: int, prefix: str) -> None:
+        with self._writer.as_default():
+            for name, value in values.items():
+                tf.summary.write(prefix + name, tf.constant(float(value), tf.float32), step=int(step),
+                                 metadata=self._metadata)
+
+    def flush(self) -> None:
+        self._writer.flush()
+
+
+def _checkpoint(model: RSEVAE, optimizer, epoch: tf.Variable) -> tf.train.Checkpoint:
+    return tf.train.Checkpoint(optimizer=optimizer, epoch=epoch, **model.submodels())
+
+
+def train_vae(
+    model: RSEVAE,
+    dataset: tf.data.Dataset,
+    cfg: TrainConfig,
+    out_dir: str | os.PathLike,
+    resume: bool = False,
+    strategy: tf.distribute.Strategy | None = None,
+) -> dict:
+    """Train in place; returns {'epoch': [...], '<loss>': [per-epoch means]} of the epochs run now.
+
+    Writes out_dir/checkpoints (every epoch), out_dir/tensorboard and out_dir/history.json.
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    vcfg = model.cfg
+    patches = patch_pair_dataset(dataset, vcfg.block_size, cfg.overlap, vcfg.num_subspaces)
+    patches = patches.shuffle(cfg.shuffle_buffer, seed=cfg.seed, reshuffle_each_iteration=True)
+    patches = patches.batch(cfg.batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    dist_data = strategy.experimental_distribute_dataset(patches)
+
+    with strategy.scope():
+        optimizer = keras.optimizers.Adam(cfg.learning_rate)
+        optimizer.build(model.trainable_variables)
+        epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        rng = tf.random.Generator.from_seed(cfg.seed)
+    ckpt = _checkpoint(model, optimizer, epoch_var)
+    manager = tf.train.CheckpointManager(ckpt, str(out_dir / "checkpoints"), max_to_keep=cfg.keep_checkpoints)
+    if resume and manager.latest_checkpoint:
+        ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+    elif resume:
+        tqdm.write(f"--resume: no checkpoint in {out_dir / 'checkpoints'}, starting from scratch")
+
+    names = ["total", "recon", "clean", "kl", "latent"] + (["eq"] if vcfg.lambda_eq > 0 else [])
+    global_batch = cfg.batch_size
+
+    def step_fn(noisy, clean):
+        g = rng.uniform([], 0, equivariance.GROUP_SIZE, dtype=tf.int32)
+        with tf.GradientTape() as tape:
+            terms = model.losses_per_patch(noisy, clean, g_index=g, training=True)
+            loss = tf.nn.compute_average_loss(terms["total"], global_batch_size=global_batch)
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return {k: tf.nn.compute_average_loss(terms[k], global_batch_size=global_batch) for k in names}
+
+    @tf.function
+    def train_step(batch):
+        per_replica = strategy.run(step_fn, args=batch)
+        return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}
+
+    writer = _ScalarWriter(out_dir / "tensorboard")
+    history: dict[str, list] = {"epoch": [], **{k: [] for k in names}}
+    start = int(epoch_var.numpy())
+    for epoch in range(start + 1, cfg.epochs + 1):
+        sums = {k: 0.0 for k in names}
+        steps = 0
+        it = iter(dist_data)
+        bar = tqdm(total=cfg.steps_per_epoch, desc=f"VAE epoch {epoch}/{cfg.epochs}", disable=not cfg.progress, leave=False)
+        while cfg.steps_per_epoch is None or steps < cfg.steps_per_epoch:
+            try:
+                batch = next(it)
+            except StopIteration:
+                if cfg.steps_per_epoch is None or steps == 0:
+                    break
+                it = iter(dist_data)  # fixed-length epochs cycle the data
+                continue
+            out = train_step(batch)
+            steps += 1
+            vals = {k: float(v) for k, v in out.items()}
+            for k in names:
+                sums[k] += vals[k]
+            bar.update(1)
+            bar.set_postfix(loss=f"{vals['total']:.4f}")
+            writer.write(vals, int(optimizer.iterations.numpy()), "vae_step/")
+        bar.close()
+        if steps == 0:
+            raise DataError("the training data yielded no full batch of patches (lower --batch_size or add images)")
+        means = {k: sums[k] / steps for k in names}
+        writer.write(means, epoch, "vae_epoch/")
+        writer.flush()
+        history["epoch"].append(epoch)
+        for k in names:
+            history[k].append(means[k])
+        epoch_var.assign(epoch)
+        manager.save(checkpoint_number=epoch)
+        tqdm.write(f"VAE epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in means.items()))
+    (out_dir / "history.json").write_text(json.dumps({"config": asdict(cfg), "history": history}, indent=2))
+    return history
+
+
+def evaluate_patches(model: RSEVAE, noisy, clean, symmetrise: bool = False, batch_size: int = 4096) -> dict:
+    """Patch MSE of the denoiser and its relative equivariance error (soft and exact modes).
+
+    noisy, clean: (P, b, b, S) YUV patches. Every evaluation reports the equivariance error.
+    """
+    noisy = np.asarray(noisy, np.float32)
+    clean = np.asarray(clean, np.float32)
+    outs = [model.denoise_patches(noisy[i:i + batch_size], symmetrise=symmetrise).numpy()
+            for i in range(0, len(noisy), batch_size)]
+    out = np.concatenate(outs)
+    probe = noisy[: min(len(noisy), 1024)]
+    fn = (lambda x: model.denoise_patches(x, symmetrise=True)) if symmetrise else model.denoise_fn
+    return {
+        "mse": float(np.mean((out - clean) ** 2)),
+        "input_mse": float(np.mean((noisy - clean) ** 2)),
+        "equivariance_error": equivariance.relative_equivariance_error(fn, probe),
+    }

@@ -1,0 +1,314 @@
+"""The RSE-RL variational autoencoder: encoder, latent transform T and decoder per YUV subspace.
+
+Layout (SPEC section 2.4, sizes of the authors' released CelebA model):
+- encoder per subspace: conv 16 -> 32/s2 -> 64/s2 -> 72 (3x3, ReLU, 'same'),
+  BatchNorm, flatten, dense 128 ReLU, heads `mean` and `logvar` (latent_dim each).
+  With `shared_encoder=True` one encoder reads the 3-channel patch and carries
+  3 pairs of heads (the paper's figure).
+- latent transform T per subspace: 3 dense latent -> latent layers, ReLU between.
+- decoder per subspace: dense -> (b/4, b/4, 256) -> transposed convs 72, 48/s2,
+  32, 16/s2 -> `decoder_out_channels` (sigmoid); channel 0 is the patch.
+
+Tensor layout of the public methods: patches (P, b, b, S) with S = len(channels)
+subspaces (YUV in [0, 1]); latents (P, S, latent_dim), one row per subspace.
+The denoiser is f(x) = decode(T(mean(x))) (deterministic; sampling only in training).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from data.errors import DataError
+from models import equivariance
+
+
+@dataclass
+class VAEConfig:
+    """Architecture and loss weights. Defaults: the authors' sizes, our activations (see docs/vae.md)."""
+
+    block_size: int = 16
+    latent_dim: int = 72
+    channels: tuple[str, ...] = ("Y", "U", "V")
+    shared_encoder: bool = False
+    conv_filters: tuple[int, ...] = (16, 32, 64, 72)
+    conv_strides: tuple[int, ...] = (1, 2, 2, 1)
+    dense_units: int = 128
+    bn_momentum: float = 0.99  # Keras default (authors); lower it for very short runs
+    logvar_activation: str = "linear"  # authors: "softplus"
+    transform_layers: int = 3
+    transform_last_activation: str = "linear"  # authors: "relu"
+    decoder_channels: int = 256
+    deconv_filters: tuple[int, ...] = (72, 48, 32, 16)
+    deconv_strides: tuple[int, ...] = (1, 2, 1, 2)
+    decoder_out_channels: int = 1  # authors: 3, only channel 0 used
+    # Loss weights (per patch: reconstruction is a sum over pixels, KL a sum over latent dims).
+    lambda_kl: float = 1e-3
+    lambda_latent: float = 1e-2
+    lambda_clean: float = 1.0
+    lambda_eq: float = 0.0
+    sample_std: float = 1.0
+
+    def __post_init__(self) -> None:
+        self.channels = tuple(self.channels)
+        for name in ("conv_filters", "conv_strides", "deconv_filters", "deconv_strides"):
+            setattr(self, name, tuple(int(v) for v in getattr(self, name)))
+        down = int(np.prod(self.conv_strides))
+        up = int(np.prod(self.deconv_strides))
+        if self.block_size % up or self.block_size % down:
+            raise DataError(f"--block_size {self.block_size} must be divisible by {max(up, down)} for this architecture")
+        if self.latent_dim < 1:
+            raise DataError(f"--latent_dim must be positive, got {self.latent_dim}")
+        if not self.channels:
+            raise DataError("VAEConfig.channels must name at least one subspace")
+
+    @property
+    def num_subspaces(self) -> int:
+        return len(self.channels)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "VAEConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise DataError(f"model config: unknown keys {sorted(unknown)}")
+        return cls(**d)
+
+
+def _encoder_trunk(cfg: VAEConfig, inputs, prefix: str):
+    x = inputs
+    for i, (f, s) in enumerate(zip(cfg.conv_filters, cfg.conv_strides)):
+        x = keras.layers.Conv2D(f, 3, strides=s, padding="same", activation="relu", name=f"{prefix}conv{i}")(x)
+    x = keras.layers.BatchNormalization(epsilon=1e-3, momentum=cfg.bn_momentum, name=f"{prefix}bn")(x)
+    x = keras.layers.Flatten(name=f"{prefix}flatten")(x)
+    return keras.layers.Dense(cfg.dense_units, activation="relu", name=f"{prefix}dense")(x)
+
+
+def build_encoder(cfg: VAEConfig, name: str, in_channels: int = 1, heads: int = 1) -> keras.Model:
+    """Encoder with `heads` (mean, logvar) pairs; outputs (mean, logvar), each (P, heads, latent)."""
+    inputs = keras.Input((cfg.block_size, cfg.block_size, in_channels), name=f"{name}_in")
+    h = _encoder_trunk(cfg, inputs, f"{name}_")
+    means, logvars = [], []
+    for j in range(heads):
+        sfx = f"_{j}" if heads > 1 else ""
+        means.append(keras.layers.Dense(cfg.latent_dim, name=f"{name}_mean{sfx}")(h))
+        logvars.append(
+            keras.layers.Dense(cfg.latent_dim, activation=cfg.logvar_activation, name=f"{name}_logvar{sfx}")(h)
+        )
+    stack = keras.layers.Lambda(lambda t: keras.ops.stack(t, axis=1), name=f"{name}_stack_mean")
+    stack_lv = keras.layers.Lambda(lambda t: keras.ops.stack(t, axis=1), name=f"{name}_stack_logvar")
+    return keras.Model(inputs, [stack(means), stack_lv(logvars)], name=name)
+
+
+def build_transform(cfg: VAEConfig, name: str) -> keras.Model:
+    """T: noisy latent -> clean latent, `transform_layers` dense layers."""
+    inputs = keras.Input((cfg.latent_dim,), name=f"{name}_in")
+    x = inputs
+    for i in range(cfg.transform_layers):
+        last = i == cfg.transform_layers - 1
+        act = cfg.transform_last_activation if last else "relu"
+        x = keras.layers.Dense(cfg.latent_dim, activation=act, name=f"{name}_dense{i}")(x)
+    return keras.Model(inputs, x, name=name)
+
+
+def build_decoder(cfg: VAEConfig, name: str) -> keras.Model:
+    """Decoder latent -> (b, b, decoder_out_channels) in (0, 1)."""
+    base = cfg.block_size // int(np.prod(cfg.deconv_strides))
+    inputs = keras.Input((cfg.latent_dim,), name=f"{name}_in")
+    x = keras.layers.Dense(base * base * cfg.decoder_channels, activation="relu", name=f"{name}_dense")(inputs)
+    x = keras.layers.Reshape((base, base, cfg.decoder_channels), name=f"{name}_reshape")(x)
+    for i, (f, s) in enumerate(zip(cfg.deconv_filters, cfg.deconv_strides)):
+        x = keras.layers.Conv2DTranspose(f, 3, strides=s, padding="same", activation="relu", name=f"{name}_deconv{i}")(x)
+    x = keras.layers.Conv2DTranspose(
+        cfg.decoder_out_channels, 3, padding="same", activation="sigmoid", name=f"{name}_out"
+    )(x)
+    return keras.Model(inputs, x, name=name)
+
+
+class RSEVAE(keras.Model):
+    """Encoders, transforms and decoders of all subspaces, with patch-batch methods.
+
+    `encode`, `transform`, `decode` and `denoise_patches` each process the whole
+    batch per subspace in one call (the only Python loop is over the S subspaces).
+    """
+
+    def __init__(self, cfg: VAEConfig, **kwargs):
+        super().__init__(**kwargs)
+        self.cfg = cfg
+        names = [c.lower() for c in cfg.channels]
+        if cfg.shared_encoder:
+            self.encoders = [build_encoder(cfg, "encoder", in_channels=cfg.num_subspaces, heads=cfg.num_subspaces)]
+        else:
+            self.encoders = [build_encoder(cfg, f"encoder_{n}") for n in names]
+        self.transforms = [build_transform(cfg, f"transform_{n}") for n in names]
+        self.decoders = [build_decoder(cfg, f"decoder_{n}") for n in names]
+        self.built = True
+
+    def submodels(self) -> dict[str, keras.Model]:
+        """Name -> Keras model of every part (what tf.train.Checkpoint tracks; Keras 3 lists are not)."""
+        return {m.name: m for m in [*self.encoders, *self.transforms, *self.decoders]}
+
+    # -- the three stages -------------------------------------------------------------------
+    def encode(self, patches, training: bool = False):
+        """(P, b, b, S) patches -> (mean, logvar), each (P, S, latent)."""
+        patches = tf.convert_to_tensor(patches, tf.float32)
+        self._check_patches(patches)
+        if self.cfg.shared_encoder:
+            return self.encoders[0](patches, training=training)
+        outs = [enc(patches[..., s:s + 1], training=training) for s, enc in enumerate(self.encoders)]
+        mean = tf.concat([o[0] for o in outs], axis=1)
+        logvar = tf.concat([o[1] for o in outs], axis=1)
+        return mean, logvar
+
+    def sample(self, mean, logvar, std: float | None = None):
+        """Reparameterised z = mean + std * exp(logvar / 2) * eps."""
+        std = self.cfg.sample_std if std is None else std
+        if std == 0:
+            return mean
+        eps = tf.random.normal(tf.shape(mean), dtype=mean.dtype)
+        return mean + std * tf.exp(0.5 * logvar) * eps
+
+    def transform(self, z, training: bool = False):
+        """(P, S, latent) noisy latents -> (P, S, latent) clean-latent estimates T(z)."""
+        z = tf.convert_to_tensor(z, tf.float32)
+        return tf.stack([t(z[:, s], training=training) for s, t in enumerate(self.transforms)], axis=1)
+
+    def decode(self, z, training: bool = False):
+        """(P, S, latent) latents -> (P, b, b, S) patches (channel 0 of each decoder)."""
+        z = tf.convert_to_tensor(z, tf.float32)
+        return tf.concat([d(z[:, s], training=training)[..., :1] for s, d in enumerate(self.decoders)], axis=-1)
+
+    # -- the denoiser ---------------------------------------------------------------------------
+    def denoise_fn(self, patches, training: bool = False):
+        """f(x) = decode(T(mean(x))): the deterministic patch denoiser."""
+        mean, _ = self.encode(patches, training=training)
+        return self.decode(self.transform(mean, training=training), training=training)
+
+    def denoise_patches(self, patches, symmetrise: bool = False):
+        """Denoised patches (P, b, b, S); symmetrise=True gives the exactly D4-equivariant mean."""
+        patches = tf.convert_to_tensor(patches, tf.float32)
+        if symmetrise:
+            return equivariance.symmetrise(self.denoise_fn, patches)
+        return self.denoise_fn(patches)
+
+    def call(self, patches, training: bool = False):
+        return self.denoise_fn(patches, training=training)
+
+    def _check_patches(self, patches) -> None:
+        b, s = self.cfg.block_size, self.cfg.num_subspaces
+        if patches.shape.rank != 4 or tuple(patches.shape[1:]) != (b, b, s):
+            raise DataError(f"RSEVAE expects patches of shape (P, {b}, {b}, {s}), got {tuple(patches.shape)}")
+
+    # -- losses -----------------------------------------------------------------------------------
+    def losses_per_patch(self, noisy, clean, g_index=None, training: bool = True) -> dict:
+        """Per-patch loss terms (each (P,), summed over subspaces) and their weighted `total`.
+
+        - recon: ||decode(T(z_noisy)) - clean||^2, z_noisy sampled (reparameterised)
+        - clean: ||decode(z_clean) - clean||^2, so clean latents decode (the cluster bank uses them)
+        - kl: KL(q(z|noisy) || N(0, I)) + KL(q(z|clean) || N(0, I))
+        - latent: ||T(z_noisy) - stop_gradient(mean(clean))||^2
+        - eq (if lambda_eq > 0 and g_index given): ||f(g x) - g f(x)||^2 on the noisy batch
+        """
+        cfg = self.cfg
+        noisy = tf.convert_to_tensor(noisy, tf.float32)
+        clean = tf.convert_to_tensor(clean, tf.float32)
+        n = tf.shape(noisy)[0]
+        use_eq = cfg.lambda_eq > 0 and g_index is not None
+        parts = [noisy, clean]
+        if use_eq:
+            parts.append(equivariance.transform_by_tensor(noisy, g_index))
+        # One encoder pass over all inputs (BatchNorm sees one batch).
+        mean_all, logvar_all = self.encode(tf.concat(parts, axis=0), training=training)
+        mean_n, mean_c = mean_all[:n], mean_all[n:2 * n]
+        logvar_n, logvar_c = logvar_all[:n], logvar_all[n:2 * n]
+        z_n = self.sample(mean_n, logvar_n)
+        z_c = self.sample(mean_c, logvar_c)
+        t_n = self.transform(z_n, training=training)
+        sse = lambda a, b: tf.reduce_sum(tf.square(a - b), axis=[1, 2, 3])  # noqa: E731
+        recon = sse(self.decode(t_n, training=training), clean)
+        clean_recon = sse(self.decode(z_c, training=training), clean)
+        kl_terms = lambda m, lv: -0.5 * tf.reduce_sum(1.0 + lv - tf.square(m) - tf.exp(lv), axis=[1, 2])  # noqa: E731
+        kl = kl_terms(mean_n, logvar_n) + kl_terms(mean_c, logvar_c)
+        latent = tf.reduce_sum(tf.square(t_n - tf.stop_gradient(mean_c)), axis=[1, 2])
+        total = recon + cfg.lambda_clean * clean_recon + cfg.lambda_kl * kl + cfg.lambda_latent * latent
+        out = {"recon": recon, "clean": clean_recon, "kl": kl, "latent": latent}
+        if use_eq:
+            means = tf.concat([mean_n, mean_all[2 * n:]], axis=0)
+            f_all = self.decode(self.transform(means, training=training), training=training)
+            f_x, f_gx = f_all[:n], f_all[n:]
+            eq = sse(f_gx, equivariance.transform_by_tensor(f_x, g_index))
+            out["eq"] = eq
+            total = total + cfg.lambda_eq * eq
+        out["total"] = total
+        return out
+
+
+def build_vae(cfg: VAEConfig | None = None) -> RSEVAE:
+    """A freshly initialised model (build it inside a tf.distribute strategy scope to train it distributed)."""
+    return RSEVAE(cfg or VAEConfig())
+
+
+# -- whole images ---------------------------------------------------------------------------------
+
+def _denoise_region(model: RSEVAE, rgb: np.ndarray, overlap: int, symmetrise: bool, batch_size: int) -> np.ndarray:
+    """One (H, W, 3) float region: YUV patches -> denoiser -> blended merge -> RGB."""
+    from data.color import rgb_to_yuv, yuv_to_rgb
+    from data.patches import merge_patches, split_patches
+
+    patches, grid = split_patches(rgb_to_yuv(rgb)[None], model.cfg.block_size, overlap)
+    out = np.concatenate(
+        [model.denoise_patches(patches[i:i + batch_size], symmetrise=symmetrise).numpy()
+         for i in range(0, len(patches), batch_size)]
+    )
+    return np.clip(yuv_to_rgb(merge_patches(out, grid)[0]), 0.0, 1.0)
+
+
+def denoise_image(
+    model: RSEVAE,
+    image: np.ndarray,
+    overlap: int = 4,
+    symmetrise: bool = False,
+    tile: int = 1024,
+    batch_size: int = 4096,
+) -> np.ndarray:
+    """Denoise one RGB image (H, W, 3), uint8 or float [0, 1] -> float32 [0, 1] RGB.
+
+    Images larger than `tile` are processed in tiles whose origins lie on the patch
+    grid, each with a margin of whole strides (>= one block) that is discarded, so
+    every kept pixel sees the same patches and blend weights as in one pass over
+    the whole image; memory is bounded by the tile, not the image.
+    """
+    from data.images import to_float
+    from data.patches import check_patch_settings
+
+    rgb = to_float(image)
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise DataError(f"denoise_image expects an (H, W, 3) RGB image, got shape {rgb.shape}")
+    b = model.cfg.block_size
+    check_patch_settings(b, overlap)
+    h, w, _ = rgb.shape
+    if h < b or w < b:
+        raise DataError(f"image of size {h}x{w} is smaller than one {b}x{b} patch")
+    stride = b - overlap
+    margin = -(-b // stride) * stride
+    step = max(stride, (tile // stride) * stride)
+    if h <= step + 2 * margin and w <= step + 2 * margin:
+        return _denoise_region(model, rgb, overlap, symmetrise, batch_size)
+    out = np.empty_like(rgb)
+    for y0 in range(0, h, step):
+        for x0 in range(0, w, step):  # a loop over tiles (a few per photo), not patches
+            ya, xa = max(0, y0 - margin), max(0, x0 - margin)
+            yb, xb = min(h, y0 + step + margin), min(w, x0 + step + margin)
+            # Keep the region at least one block tall/wide at the image end.
+            ya, xa = min(ya, max(0, yb - b)), min(xa, max(0, xb - b))
+            ya, xa = ya - ya % stride, xa - xa % stride
+            res = _denoise_region(model, rgb[ya:yb, xa:xb], overlap, symmetrise, batch_size)
+            ye, xe = min(h, y0 + step), min(w, x0 + step)
+            out[y0:ye, x0:xe] = res[y0 - ya:ye - ya, x0 - xa:xe - xa]
+    return out

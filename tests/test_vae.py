@@ -1,0 +1,129 @@
+"""RSEVAE shapes, losses, equivariance modes, and the training loop (learning, resume)."""
+import cv2
+import numpy as np
+import pytest
+import tensorflow as tf
+from skimage import data as skdata
+
+from data.color import rgb_to_yuv
+from data.errors import DataError
+from data.patches import split_patches
+from models import equivariance
+from models.training import TrainConfig, evaluate_patches, train_vae
+from models.vae import VAEConfig, build_vae
+
+TINY = dict(latent_dim=8, conv_filters=(4, 8, 8, 8), dense_units=16, decoder_channels=16, deconv_filters=(8, 8, 8, 4))
+
+
+def _images(size=48, seed=0):
+    """Four real photos (clean) and their noisy versions, float32 RGB."""
+    photos = [skdata.astronaut(), skdata.coffee(), skdata.chelsea(), skdata.rocket()]
+    clean = np.stack([cv2.resize(p, (size, size), interpolation=cv2.INTER_AREA) for p in photos]).astype(np.float32) / 255
+    rng = np.random.default_rng(seed)
+    noisy = np.clip(clean + rng.normal(0, 0.1, clean.shape), 0, 1).astype(np.float32)
+    return noisy, clean
+
+
+def _patches(images):
+    return split_patches(rgb_to_yuv(images), 16, 4)[0]
+
+
+GREY = dict(channels=("Y",), bn_momentum=0.8, **TINY)  # one subspace: the training tests trace 3x less graph
+
+
+def _grey(images):
+    return rgb_to_yuv(images)[..., :1]
+
+
+def test_shapes_dtypes_and_shared_encoder():
+    x = np.random.default_rng(0).random((7, 16, 16, 3)).astype(np.float32)
+    for shared in (False, True):
+        model = build_vae(VAEConfig(shared_encoder=shared, **TINY))
+        mean, logvar = model.encode(x)
+        assert mean.shape == logvar.shape == (7, 3, 8) and mean.dtype == tf.float32
+        assert model.transform(mean).shape == (7, 3, 8)
+        out = model.decode(model.transform(mean))
+        assert out.shape == (7, 16, 16, 3) and out.dtype == tf.float32
+        np.testing.assert_allclose(model.denoise_patches(x).numpy(), out.numpy(), atol=1e-6)
+        assert model.denoise_patches(x, symmetrise=True).shape == (7, 16, 16, 3)
+        terms = model.losses_per_patch(x, x, g_index=tf.constant(5))
+        assert all(v.shape == (7,) for v in terms.values())
+    assert len(build_vae(VAEConfig(shared_encoder=True, **TINY)).encoders) == 1
+
+
+def test_default_sizes_follow_the_authors_architecture():
+    model = build_vae(VAEConfig())
+    enc = model.encoders[0]
+    assert [tuple(w.shape) for w in enc.weights if w.path.endswith("kernel")] == [
+        (3, 3, 1, 16), (3, 3, 16, 32), (3, 3, 32, 64), (3, 3, 64, 72), (1152, 128), (128, 72), (128, 72)]
+    assert model.decoders[0].output_shape == (None, 16, 16, 1)
+
+
+def test_bad_input_raises_data_error():
+    model = build_vae(VAEConfig(**TINY))
+    with pytest.raises(DataError, match="patches of shape"):
+        model.encode(np.zeros((2, 8, 8, 3), np.float32))
+    with pytest.raises(DataError, match="block_size"):
+        VAEConfig(block_size=18)
+
+
+def test_exact_mode_is_equivariant():
+    tf.random.set_seed(1)
+    model = build_vae(VAEConfig(**TINY))
+    x = _patches(_images()[0])[:64]
+    assert equivariance.relative_equivariance_error(model.denoise_fn, x) > 0
+    sym = lambda t: model.denoise_patches(t, symmetrise=True)  # noqa: E731
+    assert equivariance.relative_equivariance_error(sym, x) < 1e-6
+
+
+def _dataset(noisy, clean):
+    """Grey (Y) image pairs for the one-subspace training tests."""
+    return tf.data.Dataset.from_tensor_slices((_grey(noisy), _grey(clean))).batch(3)
+
+
+def test_training_lowers_held_out_error(tmp_path):
+    tf.random.set_seed(0)
+    noisy, clean = _images(size=64)
+    model = build_vae(VAEConfig(**GREY))
+    held_n, held_c = split_patches(_grey(noisy[3:]), 16, 4)[0], split_patches(_grey(clean[3:]), 16, 4)[0]
+    before = evaluate_patches(model, held_n, held_c)["mse"]
+    cfg = TrainConfig(epochs=3, batch_size=32, steps_per_epoch=25, learning_rate=3e-3, progress=False)
+    history = train_vae(model, _dataset(noisy[:3], clean[:3]), cfg, tmp_path)
+    after = evaluate_patches(model, held_n, held_c)
+    assert history["epoch"] == [1, 2, 3]
+    assert after["mse"] < 0.5 * before
+    assert "equivariance_error" in after and (tmp_path / "tensorboard").is_dir()
+
+
+def test_equivariance_loss_lowers_soft_mode_error(tmp_path):
+    noisy, clean = _images(size=64)
+    probe = split_patches(_grey(noisy), 16, 4)[0][:256]
+    errors = {}
+    for lam in (0.0, 10.0):
+        tf.random.set_seed(0)
+        model = build_vae(VAEConfig(lambda_eq=lam, **GREY))
+        cfg = TrainConfig(epochs=2, batch_size=32, steps_per_epoch=25, learning_rate=3e-3, progress=False)
+        train_vae(model, _dataset(noisy, clean), cfg, tmp_path / str(lam))
+        errors[lam] = equivariance.relative_equivariance_error(model.denoise_fn, probe)
+    assert errors[10.0] < errors[0.0]
+
+
+def test_interrupted_training_resumes_from_checkpoint(tmp_path):
+    tf.random.set_seed(0)
+    noisy, clean = _images(size=48)
+    data = _dataset(noisy, clean)
+    cfg = TrainConfig(epochs=1, batch_size=16, steps_per_epoch=5, progress=False)
+    first = build_vae(VAEConfig(**GREY))
+    train_vae(first, data, cfg, tmp_path)  # "interrupted" after epoch 1
+    saved = [w.numpy() for w in first.weights]
+
+    resumed = build_vae(VAEConfig(**GREY))
+    assert train_vae(resumed, data, cfg, tmp_path, resume=True)["epoch"] == []  # nothing left to do
+    for a, b in zip(saved, resumed.weights):
+        np.testing.assert_array_equal(a, b.numpy())  # weights (incl. BatchNorm statistics) restored
+
+    cfg2 = TrainConfig(epochs=3, batch_size=16, steps_per_epoch=5, progress=False)
+    history = train_vae(resumed, data, cfg2, tmp_path, resume=True)
+    assert history["epoch"] == [2, 3]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").glob("ckpt-*.index")) == [
+        "ckpt-1.index", "ckpt-2.index", "ckpt-3.index"]
