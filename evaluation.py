@@ -93,3 +93,98 @@ def format_table(rows: Sequence[Mapping[str, object]], columns: Sequence[str] | 
     out += [line(columns), line(["-" * w for w in widths])]
     out += [line(r) for r in cells]
     return "\n".join(out)
+
+
+# ----- reports ------------------------------------------------------------------------------------
+def environment_info() -> dict:
+    """Package versions and the git commit, recorded in every results.json."""
+    import importlib.metadata as md
+    import platform
+    import subprocess
+    from pathlib import Path
+
+    versions = {}
+    for name in ("tensorflow", "tensorflow-probability", "numpy", "scikit-image", "sewar", "opencv-python-headless", "bm3d"):
+        try:
+            versions[name] = md.version(name)
+        except md.PackageNotFoundError:
+            versions[name] = None
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                                cwd=Path(__file__).resolve().parent).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {"python": platform.python_version(), "packages": versions, "git_commit": commit}
+
+
+def write_report(out_dir, report: Mapping) -> None:
+    """results.json (config, versions, commit, stages, per-image rows, timings), results.csv, figures."""
+    import csv
+    import io
+    from pathlib import Path
+
+    from utils import atomic_write_json, atomic_write_text
+
+    out_dir = Path(out_dir)
+    body = {k: v for k, v in report.items() if k != "examples"}
+    body["environment"] = environment_info()
+    atomic_write_json(out_dir / "results.json", body)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=["image", "stage", "psnr", "ssim", "uqi"])
+    writer.writeheader()
+    writer.writerows(report.get("per_image", []))
+    atomic_write_text(out_dir / "results.csv", buf.getvalue())
+    if report.get("examples"):
+        write_figures(out_dir / "figures", report["stages"], report["examples"])
+
+
+def write_figures(folder, stages: Sequence[Mapping], examples: Mapping[str, list]) -> None:
+    """noisy / denoised / clean grid, PSNR per stage, and first-vs-last round difference image."""
+    from pathlib import Path
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from utils import atomic_write
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rounds = [s["stage"] for s in stages if s["stage"].startswith(("VAE + agent", "round "))]
+    last = rounds[-1] if rounds else "VAE"
+
+    def save(fig, name):
+        atomic_write(folder / name, lambda fh: fig.savefig(fh, format="png", dpi=100, bbox_inches="tight"), mode="wb")
+        plt.close(fig)
+
+    columns = ["noisy input", "VAE", last, "clean"]
+    n = len(examples["clean"])
+    fig, axes = plt.subplots(n, len(columns), figsize=(3 * len(columns), 3 * n), squeeze=False)
+    for i in range(n):
+        for j, name in enumerate(columns):
+            img = examples[name][i]
+            axes[i, j].imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None)
+            axes[i, j].set_axis_off()
+            if i == 0:
+                axes[i, j].set_title(name)
+    save(fig, "grid.png")
+
+    scored = [s for s in stages if s.get("psnr") is not None]
+    if scored:
+        fig, ax = plt.subplots(figsize=(8, 3.5))
+        ax.bar(range(len(scored)), [s["psnr"] for s in scored])
+        ax.set_xticks(range(len(scored)), [s["stage"] for s in scored], rotation=30, ha="right")
+        ax.set_ylabel("PSNR (dB)")
+        ax.set_ylim(min(s["psnr"] for s in scored) - 2, max(s["psnr"] for s in scored) + 1)
+        save(fig, "psnr_per_stage.png")
+
+    if len(rounds) >= 1:
+        first, final = examples[rounds[0]][0].astype(np.float32), examples[last][0].astype(np.float32)
+        diff = np.abs(final - first).mean(axis=-1)
+        fig, ax = plt.subplots(figsize=(4, 4))
+        shown = ax.imshow(diff, cmap="magma")
+        ax.set_title(f"|{last} - {rounds[0]}|")
+        ax.set_axis_off()
+        fig.colorbar(shown, ax=ax, fraction=0.046)
+        save(fig, "round_difference.png")

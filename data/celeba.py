@@ -246,8 +246,10 @@ def _as_record_image(image: np.ndarray, index: int) -> np.ndarray:
     image = np.asarray(image)
     if image.ndim == 2:
         image = image[:, :, None]
-    if image.ndim != 3 or image.shape[2] not in (1, 3) or min(image.shape) == 0:
-        raise DataError(f"image {index}: shape {image.shape} is not (H, W, 1) or (H, W, 3)")
+    # Any channel count is stored as is: 1 or 3 for images, 6 for the pipeline's
+    # (enhanced, clean) training pairs of the recursive rounds.
+    if image.ndim != 3 or min(image.shape) == 0:
+        raise DataError(f"image {index}: shape {image.shape} is not (H, W, C)")
     if image.dtype != np.uint8:
         if not np.issubdtype(image.dtype, np.floating):
             raise DataError(f"image {index}: dtype {image.dtype}; expected uint8 or float in [0, 1]")

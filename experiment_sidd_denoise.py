@@ -1,0 +1,92 @@
+"""RSE-RL on SIDD (real smartphone noise), or on the embedded sample with synthetic
+Poisson-Gaussian camera noise when no paths are given.
+
+    python experiment_sidd_denoise.py --file_batch 5 --epoch 25 --latent_dim 96 --target_psnr 34 \
+        --train_files_path sidd_noise/ --validation_file_path sidd_ground_truth/ \
+        --test_files_path sidd_test_noise/ --test_validation_files_path sidd_test_GT/
+
+Training: noisy (--train_files_path) and ground-truth (--validation_file_path) folders,
+SIDD-Medium scene folders or flat folders, paired by file name. Testing: noisy and
+ground-truth folders, or the validation files ValidationNoisyBlocksSrgb.mat and
+ValidationGtBlocksSrgb.mat (all 1280 blocks scored at their true size).
+--benchmark_mat BenchmarkNoisyBlocksSrgb.mat also writes SubmitSrgb.mat for the SIDD site.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from data.errors import DataError
+from pipeline import RunData, add_common_flags, main
+
+DEFAULTS = {"name": "sidd", "epoch": 25, "sample_epoch": 8, "latent_dim": 96, "target_psnr": 34.0, "noise": None}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_flags(parser, DEFAULTS)
+    parser.add_argument("--validation_file_path", default=None, help="ground-truth training images (pairs of --train_files_path)")
+    parser.add_argument("--test_validation_files_path", default=None, help="ground-truth test images or ValidationGtBlocksSrgb.mat")
+    parser.add_argument("--benchmark_mat", default=None, help="BenchmarkNoisyBlocksSrgb.mat: write the submission file too")
+    parser.add_argument("--crop", type=int, default=256, help="training crop size cut from the SIDD images")
+    parser.add_argument("--crops_per_image", type=int, default=8)
+    parser.add_argument("--cache_dir", default=None, help="where the embedded sample is cached (default ~/.cache/rse_rl)")
+    return parser
+
+
+def validate(args: argparse.Namespace) -> None:
+    train = (args.train_files_path, args.validation_file_path)
+    test = (args.test_files_path, args.test_validation_files_path)
+    if (None in train) != all(v is None for v in train):
+        raise DataError("give both --train_files_path (noisy) and --validation_file_path (ground truth), or neither")
+    if (None in test) != all(v is None for v in test):
+        raise DataError("give both --test_files_path (noisy) and --test_validation_files_path (ground truth), or neither")
+    if (train[0] is None) != (test[0] is None):
+        raise DataError("give the training and the test paths, or none of them (embedded sample)")
+    for flag in ("train_files_path", "validation_file_path", "test_files_path", "test_validation_files_path", "benchmark_mat"):
+        value = getattr(args, flag)
+        if value is not None and not Path(value).exists():
+            raise DataError(f"--{flag} {value}: no such file or folder")
+
+
+def build_data(args: argparse.Namespace) -> RunData:
+    from data.noise import parse_noise
+    from data.pairs import (array_test_set, folder_test_set, is_mat, mat_test_set, sidd_train_pairs,
+                            tfrecord_test_set, tfrecord_train_pairs)
+    from data.sample import ensure_sample
+
+    benchmark = None
+    if args.benchmark_mat:
+        from data.sidd import load_mat_blocks
+
+        benchmark = load_mat_blocks(args.benchmark_mat)
+    if args.train_files_path is None:
+        if args.noise is None:
+            args.noise_config = parse_noise("poisson_gaussian", args.noise_level)
+        paths = ensure_sample(args.cache_dir)
+        test = tfrecord_test_set(paths.test_dir, args.noise_config, args.seed, args.max_test_images)
+
+        def train_pairs():
+            return tfrecord_train_pairs(paths.train_dir, args.noise_config, args.seed, file_batch=args.file_batch, shuffle_buffer=0)
+
+        return RunData(f"the embedded sample, {args.noise_config.describe()} noise (SIDD-like)", train_pairs, test, benchmark_blocks=benchmark)
+
+    if args.noise is None:
+        args.noise_config = parse_noise("none")
+    if is_mat(args.test_files_path):
+        test = mat_test_set(args.test_files_path, args.test_validation_files_path, args.max_test_images)
+    else:
+        test = folder_test_set(args.test_validation_files_path, args.noise_config, args.seed,
+                               noisy_dir=args.test_files_path, limit=args.max_test_images)
+    sidd_train_pairs(args.train_files_path, args.validation_file_path, args.noise_config, args.seed, crop=args.crop)
+
+    def train_pairs():
+        return sidd_train_pairs(args.train_files_path, args.validation_file_path, args.noise_config, args.seed,
+                                crop=args.crop, crops_per_image=args.crops_per_image)
+
+    return RunData(f"SIDD {args.test_files_path}", train_pairs, test, benchmark_blocks=benchmark)
+
+
+if __name__ == "__main__":
+    sys.exit(main(build_data, build_parser(), DEFAULTS, validate_dataset=validate))
