@@ -194,3 +194,33 @@ def test_gate_per_latent_dimension_and_bad_input():
         FilterEnvConfig(gate="pixel")
     with pytest.raises(DataError, match="noisy images"):
         env.reset(np.zeros((8, 8, 3)))
+
+
+def test_adapter_to_project_vae_and_cluster_index():
+    from models.clusters import ClusterConfig, ClusterIndex
+    from models.vae import VAEConfig, build_vae
+
+    from rl.envs.latent_filter import latent_model_from_vae
+
+    vae = build_vae(VAEConfig(latent_dim=8, conv_filters=(4, 8, 8, 8), dense_units=16, decoder_channels=16,
+                              deconv_filters=(8, 8, 8, 4)))
+    clean = _crops(n=2, size=40)
+    rng = np.random.default_rng(0)
+    bank = [rng.normal(size=(200, 3, 8)).astype(np.float32) for _ in range(2)]
+    index = ClusterIndex.build(lambda: iter(bank), ClusterConfig(num_clusters=4, cap=64, passes=1))
+    model = latent_model_from_vae(vae, index, k=3)
+    cfg = FilterEnvConfig(block_size=16, overlap=4, steps=2)
+    env = LatentFilterEnv(model, cfg)
+    states = env.reset(_noisy(clean), clean)
+    assert states.shape == (env.grid.num_patches, 3 * 8 + 3 + 3 + 3 * 4 + 3 + 2)
+    # Neighbour features agree with the index's own queries.
+    nb = model.knn(env.z)
+    _, dists, ids = index.knn(env.z, 3)
+    np.testing.assert_array_equal(nb.cluster_id, ids)
+    np.testing.assert_allclose(nb.mean_dist, np.mean(dists, -1), rtol=1e-5)
+    np.testing.assert_allclose(nb.dist_to_centre, np.min(index.centre_distances(env.z), -1), rtol=1e-5)
+    # All gates 0: the output is the VAE's own denoised patches.
+    patches = split_patches(rgb_to_yuv(_noisy(clean)), 16, 4)[0]
+    np.testing.assert_allclose(env.decoded(), vae.denoise_patches(patches).numpy(), atol=1e-5)
+    res = env.step(np.full((len(states), 3), 0.5, np.float32))
+    assert np.isfinite(res.rewards).all()
