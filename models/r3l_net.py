@@ -1,0 +1,124 @@
+"""R3L's fully convolutional policy/value network and the R3N supervised baseline (SPEC section 3).
+
+Both share one trunk of 3x3 convolutions with 64 channels and dilations 1, 2, 3, 4
+(ReLU). R3L adds a policy head (dilations 3, 2, 1 -> 27-way logits per pixel and
+channel) and a value head (3, 2, 1 -> one value per pixel and channel). R3N keeps
+the same trunk and policy-head shape but outputs one tanh residual per pixel and
+channel, applied recurrently for the same number of steps and trained with MSE,
+so the two differ only in how they are trained (the paper's comparison).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import tensorflow as tf
+
+
+@dataclass(frozen=True)
+class R3LNetConfig:
+    """Shape of the network; defaults are the authors' (grey images, 27 actions)."""
+
+    channels: int = 1
+    width: int = 64
+    num_actions: int = 27
+    trunk_dilations: tuple[int, ...] = (1, 2, 3, 4)
+    head_dilations: tuple[int, ...] = (3, 2, 1)
+
+
+def _conv(filters: int, dilation: int, name: str, activation: str | None = "relu") -> tf.keras.layers.Conv2D:
+    return tf.keras.layers.Conv2D(
+        filters, 3, padding="same", dilation_rate=dilation, activation=activation,
+        kernel_initializer="he_normal", name=name,
+    )
+
+
+def _head(cfg: R3LNetConfig, prefix: str, out_channels: int) -> list[tf.keras.layers.Conv2D]:
+    dil = cfg.head_dilations
+    layers = [_conv(cfg.width, d, f"{prefix}{i + 5}") for i, d in enumerate(dil[:-1])]
+    layers.append(_conv(out_channels, dil[-1], f"{prefix}{len(dil) + 4}", activation=None))
+    return layers
+
+
+class _Trunk(tf.keras.layers.Layer):
+    """The shared dilated trunk; layer names conv1..conv4 (used by the DnCNN importer)."""
+
+    def __init__(self, cfg: R3LNetConfig, **kwargs):
+        super().__init__(**kwargs)
+        self.convs = [_conv(cfg.width, d, f"conv{i + 1}") for i, d in enumerate(cfg.trunk_dilations)]
+
+    def call(self, x):
+        for conv in self.convs:
+            x = conv(x)
+        return x
+
+
+def _run(layers, x):
+    for layer in layers:
+        x = layer(x)
+    return x
+
+
+class R3LNet(tf.keras.Model):
+    """Policy/value network: images (B,H,W,C) -> (logits (B,H,W,C,A), values (B,H,W,C))."""
+
+    def __init__(self, cfg: R3LNetConfig = R3LNetConfig(), **kwargs):
+        super().__init__(**kwargs)
+        self.cfg = cfg
+        self.trunk = _Trunk(cfg, name="trunk")
+        self.policy_layers = _head(cfg, "pi", cfg.channels * cfg.num_actions)
+        self.value_layers = _head(cfg, "v", cfg.channels)
+
+    def _logits(self, features):
+        z = _run(self.policy_layers, features)
+        shape = tf.shape(z)
+        return tf.reshape(z, tf.concat([shape[:3], [self.cfg.channels, self.cfg.num_actions]], 0))
+
+    def call(self, images, training=False):
+        features = self.trunk(images)
+        return self._logits(features), _run(self.value_layers, features)
+
+    def policy_logits(self, images):
+        """Logits only (inference: skips the value head)."""
+        return self._logits(self.trunk(images))
+
+    def build_for(self, channels: int | None = None) -> "R3LNet":
+        """Create the variables by calling on a dummy image."""
+        self(tf.zeros([1, 8, 8, channels or self.cfg.channels]))
+        return self
+
+    def named_convs(self) -> dict[str, tf.keras.layers.Conv2D]:
+        """Every convolution by its stable name (conv1..4, pi5..7, v5..7)."""
+        return {layer.name: layer for layer in [*self.trunk.convs, *self.policy_layers, *self.value_layers]}
+
+
+class R3NNet(tf.keras.Model):
+    """R3N baseline: the same trunk and head shape, one tanh residual per pixel and channel.
+
+    A step is I_{t+1} = I_t + max_residual * tanh(f(I_t)); `call` unrolls `steps`
+    steps (the recurrent network R3L is compared with), so gradients flow through
+    the whole recursion when trained with MSE on the final image.
+    """
+
+    def __init__(self, cfg: R3LNetConfig = R3LNetConfig(), max_residual: float = 13.0 / 255.0, steps: int = 6, **kwargs):
+        super().__init__(**kwargs)
+        self.cfg = cfg
+        self.max_residual = max_residual
+        self.steps = steps
+        self.trunk = _Trunk(cfg, name="trunk")
+        self.policy_layers = _head(cfg, "pi", cfg.channels)
+
+    def residual(self, images):
+        return self.max_residual * tf.tanh(_run(self.policy_layers, self.trunk(images)))
+
+    def call(self, images, training=False):
+        x = images
+        for _ in range(self.steps):
+            x = x + self.residual(x)
+        return x
+
+    def build_for(self, channels: int | None = None) -> "R3NNet":
+        self(tf.zeros([1, 8, 8, channels or self.cfg.channels]))
+        return self
+
+    def named_convs(self) -> dict[str, tf.keras.layers.Conv2D]:
+        return {layer.name: layer for layer in [*self.trunk.convs, *self.policy_layers]}
