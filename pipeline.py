@@ -501,8 +501,12 @@ def _baseline_functions(args) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
 
 
 # ----- the whole run ---------------------------------------------------------------------------------
-def run(args: argparse.Namespace, data: RunData) -> dict:
-    """Train every round, evaluate every stage, write the report; returns the report."""
+def run(args: argparse.Namespace, data: RunData, strategy=None) -> dict:
+    """Train every round, evaluate every stage, write the report; returns the report.
+
+    `strategy`: made by `main` before any TF op runs (MultiWorkerMirroredStrategy must
+    be created at program start); None: `get_strategy(args.strategy)` here.
+    """
     import tensorflow as tf
 
     from evaluation import format_table, write_report
@@ -510,7 +514,7 @@ def run(args: argparse.Namespace, data: RunData) -> dict:
 
     args.colour = data.colour
     tf.config.experimental.enable_op_determinism()
-    strategy = get_strategy(args.strategy)
+    strategy = strategy or get_strategy(args.strategy)
     config = _config_dict(args)
     state = RunState.open(args.out_dir, args.resume, config)
     started = time.perf_counter()
@@ -561,8 +565,11 @@ def main(build_data: Callable[[argparse.Namespace], RunData], parser: argparse.A
         validate_common(args, defaults)
         if validate_dataset is not None:
             validate_dataset(args)
+        from utils import get_strategy
+
+        strategy = get_strategy(args.strategy)  # before build_data runs TF ops (multi-worker needs it first)
         data = build_data(args)
-        run(args, data)
+        run(args, data, strategy)
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
