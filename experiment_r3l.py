@@ -68,31 +68,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 # -- data ------------------------------------------------------------------------------
-def _fallback_sample(split: str) -> list[np.ndarray]:
-    """Grey scikit-image photos (used until/unless data.sample provides sample_grey_images)."""
-    from skimage import color, data
-
-    def grey(img):
-        img = color.rgb2gray(img) if img.ndim == 3 else img
-        img = img if img.dtype == np.uint8 else np.clip(np.rint(img * 255), 0, 255).astype(np.uint8)
-        return img[:, :, None]
-
-    names = ("brick", "grass", "gravel", "moon", "page", "text", "astronaut", "coffee") if split == "train" \
-        else ("camera", "coins", "chelsea")
-    images = [grey(getattr(data, n)()) for n in names]
-    if split != "train":  # small centre crops keep the default test quick
-        images = [im[(im.shape[0] - 128) // 2:][:128, (im.shape[1] - 128) // 2:][:, :128] for im in images]
-    return images
-
-
 def sample_images(split: str) -> tuple[list[np.ndarray], list[str]]:
-    try:
-        from data.sample import sample_grey_images
-    except ImportError:
-        images = _fallback_sample(split)
-    else:
-        images = [np.asarray(im) for im in sample_grey_images(split)]
-        images = [im[:, :, None] if im.ndim == 2 else im for im in images]
+    """The embedded grey sample (scikit-image photos, data.sample) as a list with names."""
+    from data.sample import sample_grey_images
+
+    images = list(sample_grey_images(split))
     return images, [f"sample_{split}_{i:02d}" for i in range(len(images))]
 
 
@@ -257,6 +237,8 @@ def run(args) -> dict:
     out_dir = Path(args.out_dir)
     train_images, _ = load_images(args.train_dir, "train", "--train_dir")
     test_images, names = load_images(args.test_dir, "test", "--test_dir")
+    if args.smoke:  # centre crops keep the smoke test quick
+        test_images = [im[(im.shape[0] - 64) // 2:][:64, (im.shape[1] - 64) // 2:][:, :64] for im in test_images]
     for img, name in zip(train_images, range(len(train_images))):
         if min(img.shape[:2]) < args.crop:
             raise DataError(f"--crop: {args.crop} is larger than training image {name} ({img.shape[1]}x{img.shape[0]})")
