@@ -246,5 +246,67 @@ def test_explicit_shard_index_partitions_files(tmp_path):
     assert parts == expected
 
 
+def test_slurm_resolver_one_worker_per_node(monkeypatch):
+    """What scripts/slurm_celeba.sbatch relies on: one srun task per node -> one worker per node
+    on port 8888, task id = SLURM_PROCID, each worker keeps all GPUs of its node. The resolver
+    orders nodes by Python's sorted(), hence the script's guard for names like node9/node10."""
+    import tensorflow as tf
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    env = {"SLURM_JOB_ID": "77", "SLURM_PROCID": "1", "SLURM_STEP_NUM_TASKS": "2",
+           "SLURM_STEP_NODELIST": "gpu[07-08]", "SLURM_STEP_TASKS_PER_NODE": "1(x2)", "CUDA_VISIBLE_DEVICES": "0,1,2,3"}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    resolver = tf.distribute.cluster_resolver.SlurmClusterResolver()
+    assert resolver.cluster_spec().as_dict() == {"worker": ["gpu07:8888", "gpu08:8888"]}
+    assert (resolver.task_type, resolver.task_id) == ("worker", 1)
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "0,1,2,3"
+    monkeypatch.setenv("SLURM_STEP_NODELIST", "node[9-10]")  # SLURM's order: node9, node10
+    assert tf.distribute.cluster_resolver.SlurmClusterResolver().cluster_spec().as_dict() == {
+        "worker": ["node10:8888", "node9:8888"]}
+
+
+def _fake_slurm_bin(folder: Path) -> None:
+    """srun running its command once per task (SLURM_PROCID 0, 1), scontrol, and a `python` that echoes."""
+    folder.mkdir()
+    scripts = {
+        "srun": '#!/bin/bash\nshift\nfor i in 0 1; do SLURM_PROCID=$i "$@"; done\n',
+        "scontrol": "#!/bin/bash\nprintf '%s\\n' $FAKE_HOSTS\n",
+        "python": '#!/bin/bash\necho "TF_CONFIG=${TF_CONFIG:-none}"; printf "%s\\n" "$@"\n',
+    }
+    for name, text in scripts.items():
+        (folder / name).write_text(text)
+        (folder / name).chmod(0o755)
+
+
+@pytest.mark.parametrize("hosts", ["gpu07 gpu08", "node9 node10"])
+def test_sbatch_script_command_lines(tmp_path, hosts):
+    """The sbatch script: one task per node, global batch = per-replica x replicas, sqrt LR scaling,
+    an --out_dir per task, extra arguments passed on; TF_CONFIG only when the resolver would mis-order."""
+    _fake_slurm_bin(tmp_path / "bin")
+    env = dict(os.environ, PATH=f"{tmp_path / 'bin'}:{os.environ['PATH']}", FAKE_HOSTS=hosts, SLURM_JOB_NODELIST="x",
+               SLURM_SUBMIT_DIR=str(ROOT), SLURM_JOB_ID="77", SLURM_JOB_NUM_NODES="2", SLURM_GPUS_PER_NODE="a100:4")
+    env.pop("TF_CONFIG", None)
+    out = subprocess.run(["bash", str(ROOT / "scripts" / "slurm_celeba.sbatch"), "--recursions", "2"],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    tasks = out.stdout.split("TF_CONFIG=")[1:]
+    assert len(tasks) == 2
+    for index, task in enumerate(tasks):
+        lines = task.split("\n")
+        argv = lines[1:]
+        value = lambda flag: argv[argv.index(flag) + 1]  # noqa: E731
+        assert argv[0] == "experiment_celeba.py"
+        assert value("--batch_size") == str(256 * 8)
+        assert float(value("--learning_rate")) == pytest.approx(1e-3 * np.sqrt(8), rel=1e-5)
+        assert value("--out_dir") == f"{ROOT}/runs/celeba-77/task{index}"
+        assert value("--recursions") == "2" and value("--strategy") == "auto"
+        if hosts == "gpu07 gpu08":
+            assert lines[0] == "none"
+        else:
+            config = json.loads(lines[0])
+            assert config == {"cluster": {"worker": ["node9:8888", "node10:8888"]}, "task": {"type": "worker", "index": index}}
+
+
 if __name__ == "__main__":
     _worker_main(sys.argv[1], Path(sys.argv[2]))
