@@ -254,7 +254,8 @@ def train_round(args, data: RunData, r: int, state: RunState, previous: RoundMod
     from models.training import TrainConfig, train_vae
     from models.vae import build_vae
     from rl.envs.latent_filter import AgentTrainConfig, LatentFilterEnv, latent_model_from_vae, train_agent
-    from rl.sac import SACAgent, SACConfig, TensorBoardLogger
+    from rl.sac import SACAgent, SACConfig
+    from utils import TensorBoardLogger
 
     round_dir = _round_dir(args, r)
     work = args.out_dir / "work" / f"round{r}"

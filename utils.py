@@ -111,3 +111,35 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"cannot serialise {type(obj).__name__} to JSON")
+
+
+class TensorBoardLogger:
+    """Writes scalars to a TensorBoard event file in `logdir`.
+
+    Uses the core `tf.summary.write` op with the scalars plugin's metadata, so
+    writing logs does not require the `tensorboard` package (only viewing does).
+    Shared by VAE training (models/) and the agent (rl/).
+    """
+
+    def __init__(self, logdir: str | os.PathLike) -> None:
+        import tensorflow as tf
+        from tensorflow.core.framework import summary_pb2
+
+        self._tf = tf
+        self._writer = tf.summary.create_file_writer(str(logdir))
+        self._metadata = summary_pb2.SummaryMetadata(
+            plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")
+        )
+
+    def scalar(self, name: str, value: float, step: int) -> None:
+        self.scalars({name: value}, step)
+
+    def scalars(self, values: dict, step: int, prefix: str = "") -> None:
+        tf = self._tf
+        with self._writer.as_default():
+            for name, value in values.items():
+                tf.summary.write(prefix + name, tf.constant(float(value), tf.float32),
+                                 step=int(step), metadata=self._metadata)
+
+    def flush(self) -> None:
+        self._writer.flush()

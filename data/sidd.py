@@ -14,13 +14,13 @@ from __future__ import annotations
 import os
 import re
 import struct
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from data.errors import DataError
 from data.images import IMAGE_SUFFIXES, read_image
+from utils import atomic_write
 
 MAT_KEYS = ("ValidationNoisyBlocksSrgb", "ValidationGtBlocksSrgb", "BenchmarkNoisyBlocksSrgb")
 SUBMISSION_FILE = "SubmitSrgb.mat"
@@ -177,15 +177,7 @@ def write_sidd_submission(blocks: np.ndarray, out_dir: str | os.PathLike) -> Pat
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / SUBMISSION_FILE
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{SUBMISSION_FILE}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            scipy.io.savemat(fh, {SUBMISSION_KEY: cells, "israw": False, "eval_version": "1.0"})
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(target, lambda fh: scipy.io.savemat(fh, {SUBMISSION_KEY: cells, "israw": False, "eval_version": "1.0"}), mode="wb")
     return target
 
 

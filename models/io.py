@@ -16,25 +16,18 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from data.errors import DataError
 from models.vae import RSEVAE, VAEConfig, build_vae
+from utils import atomic_write_text
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "vae.weights.h5"
 CLUSTERS_FILE = "clusters.npz"
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
 
 
 def save_model(model: RSEVAE, model_dir: str | os.PathLike, clusters=None) -> Path:
@@ -44,7 +37,7 @@ def save_model(model: RSEVAE, model_dir: str | os.PathLike, clusters=None) -> Pa
     tmp_weights = model_dir / f".tmp.{WEIGHTS_FILE}"
     model.save_weights(tmp_weights)
     os.replace(tmp_weights, model_dir / WEIGHTS_FILE)
-    _atomic_write_text(
+    atomic_write_text(
         model_dir / CONFIG_FILE,
         json.dumps({"format_version": FORMAT_VERSION, "vae": model.cfg.to_dict()}, indent=2),
     )

@@ -26,6 +26,7 @@ from data.errors import DataError
 from data.patches import split_patches
 from models import equivariance
 from models.vae import RSEVAE
+from utils import TensorBoardLogger
 
 
 @dataclass
@@ -61,27 +62,6 @@ def patch_pair_dataset(dataset: tf.data.Dataset, block: int, overlap: int, chann
         if s.shape.rank != 4 or s.shape[1] is None or s.shape[2] is None or s.shape[3] != channels:
             raise DataError(f"training images must be batches (N, H, W, {channels}) with a fixed size; got {s.shape}")
     return dataset.map(to_patches, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
-
-
-class _ScalarWriter:
-    """TensorBoard scalars through the core `tf.summary.write` op (no `tensorboard` package needed to write)."""
-
-    def __init__(self, logdir: Path) -> None:
-        from tensorflow.core.framework import summary_pb2
-
-        self._writer = tf.summary.create_file_writer(str(logdir))
-        self._metadata = summary_pb2.SummaryMetadata(
-            plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")
-        )
-
-    def write(self, values: dict[str, float], step: int, prefix: str) -> None:
-        with self._writer.as_default():
-            for name, value in values.items():
-                tf.summary.write(prefix + name, tf.constant(float(value), tf.float32), step=int(step),
-                                 metadata=self._metadata)
-
-    def flush(self) -> None:
-        self._writer.flush()
 
 
 def _checkpoint(model: RSEVAE, optimizer, epoch: tf.Variable) -> tf.train.Checkpoint:
@@ -138,7 +118,7 @@ def train_vae(
         per_replica = strategy.run(step_fn, args=batch)
         return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}
 
-    writer = _ScalarWriter(out_dir / "tensorboard")
+    writer = TensorBoardLogger(out_dir / "tensorboard")
     history: dict[str, list] = {"epoch": [], **{k: [] for k in names}}
     start = int(epoch_var.numpy())
     for epoch in range(start + 1, cfg.epochs + 1):
@@ -161,12 +141,12 @@ def train_vae(
                 sums[k] += vals[k]
             bar.update(1)
             bar.set_postfix(loss=f"{vals['total']:.4f}")
-            writer.write(vals, int(optimizer.iterations.numpy()), "vae_step/")
+            writer.scalars(vals, int(optimizer.iterations.numpy()), "vae_step/")
         bar.close()
         if steps == 0:
             raise DataError("the training data yielded no full batch of patches (lower --batch_size or add images)")
         means = {k: sums[k] / steps for k in names}
-        writer.write(means, epoch, "vae_epoch/")
+        writer.scalars(means, epoch, "vae_epoch/")
         writer.flush()
         history["epoch"].append(epoch)
         for k in names:

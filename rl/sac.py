@@ -27,7 +27,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
-from tensorflow.core.framework import summary_pb2
 
 from data.errors import DataError
 
@@ -74,32 +73,6 @@ class ScalarLogger(Protocol):
     """Anything that records named scalars (TensorBoard, a list in tests...)."""
 
     def scalar(self, name: str, value: float, step: int) -> None: ...
-
-
-class TensorBoardLogger:
-    """Writes scalars to a TensorBoard event file in `logdir`.
-
-    Uses the core `tf.summary.write` op with the scalars plugin's metadata, so
-    writing logs does not require the `tensorboard` package (only viewing does).
-    """
-
-    def __init__(self, logdir: str | Path) -> None:
-        self._writer = tf.summary.create_file_writer(str(logdir))
-        self._metadata = summary_pb2.SummaryMetadata(
-            plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")
-        )
-
-    def scalar(self, name: str, value: float, step: int) -> None:
-        self.scalars({name: value}, step)
-
-    def scalars(self, values: dict[str, float], step: int, prefix: str = "") -> None:
-        with self._writer.as_default():
-            for name, value in values.items():
-                tf.summary.write(prefix + name, tf.constant(float(value), tf.float32),
-                                 step=int(step), metadata=self._metadata)
-
-    def flush(self) -> None:
-        self._writer.flush()
 
 
 class MLP(tf.Module):

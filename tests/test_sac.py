@@ -5,7 +5,8 @@ import pytest
 
 from data.errors import DataError
 from rl.replay import ReplayBuffer
-from rl.sac import SACAgent, SACConfig, TensorBoardLogger
+from rl.sac import SACAgent, SACConfig
+from utils import TensorBoardLogger
 
 # Two contexts (one-hot states), each with its own optimal action in [0, 1]^3.
 TARGETS = np.array([[0.2, 0.7, 0.9], [0.8, 0.3, 0.5]], np.float32)
