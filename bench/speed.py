@@ -1,0 +1,149 @@
+"""Denoising throughput on 256x256 colour images: RSE-RL vs BM3D, in one run; VAE training patches/s.
+
+RSE-RL is timed through the code the pipeline uses: `rl.envs.latent_filter.filter_images`
+(VAE + latent clusters + SAC agent, --rl_steps steps; and the VAE alone, agent=None) and
+the exact D4-equivariant mode (`models.vae.denoise_image(..., symmetrise=True)`, the VAE
+averaged over the 8 flips/rotations). The networks have the default sizes (latent 72,
+16 clusters, 256x256 SAC MLP); weights are freshly initialised, which does not change the
+amount of work. BM3D is the optional `bm3d` package (`bm3d_rgb`, the noise std given);
+without it the bench says so and times the rest. Images/s are medians over --repeats.
+
+Training: VAE training patch pairs/s of `models.training.train_vae` (all loss terms,
+lambda_eq 0.1 as the pipeline's default), from the time difference of two runs of
+different lengths (so tracing is not counted).
+
+    python bench/speed.py [--images 8] [--repeats 3] [--bm3d_images 1]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+
+SIZE = 256
+NOISE_VAR = 0.02
+
+
+def make_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Smooth random colour images (uint8) and their gaussian_var 0.02 noisy versions (float)."""
+    import cv2
+
+    from data.noise import add_noise, parse_noise
+
+    rng = np.random.default_rng(seed)
+    clean = np.stack([cv2.resize(rng.integers(0, 256, (32, 32, 3)).astype(np.uint8), (SIZE, SIZE),
+                                 interpolation=cv2.INTER_CUBIC) for _ in range(n)])
+    noise = parse_noise("gaussian_var", NOISE_VAR)
+    noisy = np.stack([add_noise(c, noise, (seed, i)) for i, c in enumerate(clean)])
+    return clean, noisy
+
+
+def median_seconds(fn, repeats: int) -> float:
+    fn()  # warm-up: tracing, first allocations
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def build_rse_rl(noisy: np.ndarray, seed: int):
+    """Default-size VAE, a cluster index of its latents and a SAC agent: what a trained run holds."""
+    from data.color import rgb_to_yuv
+    from data.patches import split_patches
+    from models.clusters import ClusterConfig, ClusterIndex, latent_stream_from_patches
+    from models.vae import VAEConfig, build_vae
+    from rl.envs.latent_filter import FilterEnvConfig, LatentFilterEnv, latent_model_from_vae
+    from rl.sac import SACAgent, SACConfig
+    from utils import set_seeds
+
+    set_seeds(seed)
+    vae = build_vae(VAEConfig())
+    patches, _ = split_patches(rgb_to_yuv(noisy), 16, 4)
+    stream = latent_stream_from_patches(vae, lambda: (patches[i:i + 4096] for i in range(0, len(patches), 4096)))
+    clusters = ClusterIndex.build(stream, ClusterConfig(num_clusters=16, cap=4096, seed=seed))
+    latent = latent_model_from_vae(vae, clusters, k=8)
+    env_cfg = FilterEnvConfig()
+    env = LatentFilterEnv(latent, env_cfg)
+    agent = SACAgent(env.state_dim, env.action_dim, SACConfig(), seed=seed)
+    return vae, latent, agent, env_cfg
+
+
+def training_rate(steps: int, batch: int, seed: int) -> float:
+    """Patch pairs/s of train_vae: (long run - short run) time over the extra patches."""
+    import tensorflow as tf
+
+    from models.training import TrainConfig, train_vae
+    from models.vae import VAEConfig, build_vae
+
+    clean, noisy = make_images(8, seed + 1)
+    images = tf.data.Dataset.from_tensor_slices((noisy, clean.astype(np.float32) / 255.0)).batch(4)
+
+    def run(n):
+        model = build_vae(VAEConfig(lambda_eq=0.1))
+        cfg = TrainConfig(epochs=1, steps_per_epoch=n, batch_size=batch, shuffle_buffer=4096, seed=seed, progress=False)
+        start = time.perf_counter()
+        with tempfile.TemporaryDirectory() as work:
+            train_vae(model, images, cfg, work)
+        return time.perf_counter() - start
+
+    short = run(2)
+    long = run(2 + steps)
+    return steps * batch / max(long - short, 1e-9)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--images", type=int, default=8, help="256x256 images per RSE-RL timing")
+    p.add_argument("--bm3d_images", type=int, default=1, help="images per BM3D timing (it is slow)")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--train_steps", type=int, default=10)
+    p.add_argument("--batch_size", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+
+    from models.vae import denoise_image
+    from rl.envs.latent_filter import filter_images
+
+    clean, noisy = make_images(args.images, args.seed)
+    vae, latent, agent, env_cfg = build_rse_rl(noisy, args.seed)
+    rows: list[tuple[str, float]] = []
+
+    def timed(name: str, fn, n: int) -> None:
+        seconds = median_seconds(fn, args.repeats)
+        rows.append((name, n / seconds))
+        print(f"{name:42s} {n / seconds:9.3f} images/s  ({seconds / n:.3f} s/image)", flush=True)
+
+    print(f"{SIZE}x{SIZE} colour, gaussian_var {NOISE_VAR}, medians of {args.repeats}, "
+          f"{os.cpu_count()} CPU cores (shared machine: compare rows of one run)")
+    timed("RSE-RL VAE + agent (filter_images)", lambda: filter_images(noisy, agent, latent, env_cfg), len(noisy))
+    timed("RSE-RL VAE alone (filter_images)", lambda: filter_images(noisy, None, latent, env_cfg), len(noisy))
+    timed("RSE-RL VAE exact D4 (symmetrise)",
+          lambda: [denoise_image(vae, img, overlap=4, symmetrise=True) for img in noisy], len(noisy))
+    try:
+        import bm3d
+    except ImportError:
+        print("bm3d not installed (pip install bm3d; free for non-commercial use only): no BM3D row, no ratio")
+        bm3d = None
+    if bm3d is not None:
+        sigma = float(np.sqrt(NOISE_VAR))
+        subset = noisy[:args.bm3d_images]
+        timed("BM3D (bm3d.bm3d_rgb)", lambda: [bm3d.bm3d_rgb(img, sigma) for img in subset], len(subset))
+        rse, ref = rows[0][1], rows[-1][1]
+        print(f"ratio RSE-RL (VAE + agent) / BM3D: {rse / ref:.1f}x  (goal >= 50x)")
+        print(f"ratio RSE-RL exact D4 / BM3D:       {rows[2][1] / ref:.1f}x")
+    rate = training_rate(args.train_steps, args.batch_size, args.seed)
+    print(f"VAE training (train_vae, batch {args.batch_size}, lambda_eq 0.1): {rate:.0f} patch pairs/s")
+
+
+if __name__ == "__main__":
+    main()
