@@ -49,6 +49,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out_dir")
     p.add_argument("--smoke", action="store_true", help="tiny fast run (checks the whole path)")
+    p.add_argument("--test_limit", type=int, default=None, help="test on the first N images (by file name) only")
     p.add_argument("--no_images", action="store_true", help="do not write denoised images")
     args = p.parse_args(argv)
     if args.smoke:
@@ -237,6 +238,10 @@ def run(args) -> dict:
     out_dir = Path(args.out_dir)
     train_images, _ = load_images(args.train_dir, "train", "--train_dir")
     test_images, names = load_images(args.test_dir, "test", "--test_dir")
+    if args.test_limit is not None:
+        if args.test_limit < 1:
+            raise DataError(f"--test_limit: must be positive, got {args.test_limit}")
+        test_images, names = test_images[:args.test_limit], names[:args.test_limit]
     if args.smoke:  # centre crops keep the smoke test quick
         test_images = [im[(im.shape[0] - 64) // 2:][:64, (im.shape[1] - 64) // 2:][:, :64] for im in test_images]
     for img, name in zip(train_images, range(len(train_images))):
