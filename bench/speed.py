@@ -10,7 +10,7 @@ without it the bench says so and times the rest. Images/s are medians over --rep
 
 Training: VAE training patch pairs/s of `models.training.train_vae` (all loss terms,
 lambda_eq 0.1 as the pipeline's default), from the time difference of two runs of
-different lengths (so tracing is not counted).
+different lengths after a warm-up run (so tracing and start-up are not counted).
 
     python bench/speed.py [--images 8] [--repeats 3] [--bm3d_images 1]
 """
@@ -96,9 +96,12 @@ def training_rate(steps: int, batch: int, seed: int) -> float:
             train_vae(model, images, cfg, work)
         return time.perf_counter() - start
 
+    run(2)  # warm-up: the first run in a process also pays one-off library start-up costs
     short = run(2)
     long = run(2 + steps)
-    return steps * batch / max(long - short, 1e-9)
+    if long <= short:
+        raise SystemExit("training timing: the long run was not slower than the short one; raise --train_steps")
+    return steps * batch / (long - short)
 
 
 def main(argv=None) -> None:
