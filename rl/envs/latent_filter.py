@@ -126,8 +126,8 @@ def noise_estimate(patches: np.ndarray) -> np.ndarray:
     """
     p = np.asarray(patches, np.float32)
     k = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
-    b = p.shape[1]
-    hp = sum(k[i, j] * p[:, i:b - 2 + i, j:b - 2 + j] for i in range(3) for j in range(3))
+    h, w = p.shape[1], p.shape[2]  # patches are square; whole images (the baselines' sigma) need not be
+    hp = sum(k[i, j] * p[:, i:h - 2 + i, j:w - 2 + j] for i in range(3) for j in range(3))
     return (np.median(np.abs(hp), axis=(1, 2)) / (0.6745 * 6.0)).astype(np.float32)
 
 
