@@ -235,10 +235,11 @@ def _batched_pairs(args, data: RunData, r: int):
     if args.max_train_images:
         ds = ds.take(args.max_train_images)
     streams = [ds]
+    c = 3 if args.colour else 1  # enhanced records hold (enhanced, clean) side by side: 2c channels
     for previous in range(r):
-        enhanced = celeba_dataset(args.out_dir / "enhanced" / f"round{previous}", expect_channels=6)
-        streams.append(enhanced.map(lambda x: (tf.cast(x[..., :3], tf.float32) / 255.0,
-                                               tf.cast(x[..., 3:], tf.float32) / 255.0)))
+        enhanced = celeba_dataset(args.out_dir / "enhanced" / f"round{previous}", expect_channels=2 * c)
+        streams.append(enhanced.map(lambda x: (tf.cast(x[..., :c], tf.float32) / 255.0,
+                                               tf.cast(x[..., c:], tf.float32) / 255.0)))
     mixed = streams[0]
     for other in streams[1:]:
         mixed = mixed.concatenate(other)
@@ -474,7 +475,7 @@ def _baseline_functions(args) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
     if "nlm" in args.baselines:
         functions["non-local means"] = lambda img: denoise_nl_means(
             img, h=0.8 * sigma_of(img), sigma=sigma_of(img), fast_mode=True, patch_size=5,
-            patch_distance=6, channel_axis=axis(img)).astype(np.float32)
+            patch_distance=6, channel_axis=axis(img)).astype(np.float32).reshape(img.shape)  # NLM drops a single channel
     if "tv" in args.baselines:
         functions["TV (Chambolle)"] = lambda img: denoise_tv_chambolle(
             img, weight=max(0.02, 0.7 * sigma_of(img)), channel_axis=axis(img)).astype(np.float32)
