@@ -1,0 +1,233 @@
+"""Denoising quality against the peers: RSE-RL trained within a stated CPU budget, one table.
+
+Colour: trained on LIVE1 crops, tested on CBSD68; grey: trained on Train400 crops
+(through the pipeline with colour=False, one subspace 'Y'), tested on Set12. Each at the
+paper's gaussian_var 0.02 and at sigma 25. RSE-RL is trained once per (data, noise) by the
+pipeline itself (`pipeline.run` on a `RunData` built from the folders, so training,
+evaluation and the classical baselines are exactly the experiment scripts'), next to:
+the noisy input, non-local means and TV (scikit-image), BM3D (when the optional `bm3d`
+package is installed), the authors' released CelebA weights (colour) and R3L (grey;
+experiment_r3l's network, trained once at sigma 25 for --r3l_minutes and tested on the same
+noisy images). The baselines get a blind noise estimate, not the true level.
+
+The CPU budget is set by the pipeline's own flags (--epoch, --max_train_images,
+--agent_episodes, --recursions, ...); --smoke is the tiny one. Measured training and test
+seconds are printed. Example (the README's table):
+
+    python bench/quality.py --epoch 2 --max_train_images 96 --cluster_images 200 --agent_episodes 10 \
+        --recursions 0 --max_test_images 3 --r3l_minutes 3 --out_dir runs/quality
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+
+from data.errors import DataError  # noqa: E402
+from pipeline import RunData, add_common_flags, validate_common  # noqa: E402
+
+DEFAULTS = {"name": "quality", "epoch": 4, "sample_epoch": 4, "latent_dim": 72, "target_psnr": 28.0, "noise": "gaussian_var"}
+NOISES = {"var0.02": ("gaussian_var", "0.02"), "sigma25": ("sigma", "25")}
+TASKS = {  # name -> (colour, train folder flag, test folder flag)
+    "colour": (True, "train_colour", "test_colour"),
+    "grey": (False, "train_grey", "test_grey"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_flags(parser, DEFAULTS)
+    shared = ROOT.parent / "shared" / "data"
+    b = parser.add_argument_group("benchmark")
+    b.add_argument("--train_colour", default=str(shared / "train" / "LIVE1"))
+    b.add_argument("--train_grey", default=str(shared / "train" / "Train400"))
+    b.add_argument("--test_colour", default=str(shared / "test" / "CBSD68"))
+    b.add_argument("--test_grey", default=str(shared / "test" / "Set12"))
+    b.add_argument("--authors_dir", default=str(shared / "weights" / "rse_rl_authors"),
+                   help="the authors' released weights (colour rows; skipped when absent)")
+    b.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    b.add_argument("--noises", nargs="+", default=list(NOISES), choices=list(NOISES))
+    b.add_argument("--crop", type=int, default=128, help="training crops (pixels)")
+    b.add_argument("--crops_per_image", type=int, default=4, help="random crops per training image per pass")
+    b.add_argument("--r3l_minutes", type=float, default=3.0, help="R3L training budget (0: no R3L rows)")
+    b.add_argument("--r3l_episodes", type=int, default=100000, help="R3L episode cap (the time budget usually stops it)")
+    return parser
+
+
+def folder_train_pairs(directory, noise, seed: int, colour: bool, crop: int, crops_per_image: int):
+    """One pass of (noisy, clean) float crops from an image folder: `crops_per_image` seeded random crops each."""
+    import tensorflow as tf
+
+    from data.folders import folder_dataset
+    from data.pairs import synthetic_pairs
+
+    channels = 3 if colour else 1
+    images = folder_dataset(directory, colour=colour, shuffle=True, seed=seed).repeat(crops_per_image)
+
+    def crop_one(index, image):
+        return tf.image.stateless_random_crop(image, [crop, crop, channels], seed=tf.stack([tf.constant(seed, tf.int64), index]))
+
+    crops = images.enumerate().map(crop_one, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return synthetic_pairs(crops, noise, seed)
+
+
+def check_folders(args) -> None:
+    """Clear errors for missing folders and training images smaller than --crop, before any training."""
+    from data.folders import list_images
+    from data.images import read_image
+
+    for task in args.tasks:
+        _, train_flag, test_flag = TASKS[task]
+        for flag in (train_flag, test_flag):
+            folder = Path(getattr(args, flag))
+            if not folder.is_dir():
+                raise DataError(f"--{flag} {folder}: no such folder (the benchmark data lives in ../shared/data; "
+                                f"point --{flag} at your copy)")
+        for path in list_images(getattr(args, train_flag)):
+            h, w = read_image(path).shape[:2]
+            if min(h, w) < args.crop:
+                raise DataError(f"--crop {args.crop}: training image {path} is only {w}x{h}")
+
+
+def run_data(args, task: str) -> RunData:
+    from data.pairs import folder_test_set
+
+    colour, train_flag, test_flag = TASKS[task]
+    train_dir, test_dir = getattr(args, train_flag), getattr(args, test_flag)
+    test = folder_test_set(test_dir, args.noise_config, args.seed, colour=colour, limit=args.max_test_images)
+
+    def train_pairs():
+        return folder_train_pairs(train_dir, args.noise_config, args.seed, colour, args.crop, args.crops_per_image)
+
+    return RunData(f"{Path(test_dir).name}, {args.noise_config.describe()} noise", train_pairs, test, colour=colour)
+
+
+def rse_rl_rows(base, task: str, noise_key: str, strategy) -> list[dict]:
+    """Train + evaluate through pipeline.run; its stage rows, labelled."""
+    import pipeline
+
+    args = copy.deepcopy(base)
+    args.noise, args.noise_level = NOISES[noise_key]
+    args.out_dir = str(Path(base.out_dir) / f"{task}_{noise_key}")
+    args.model_dir = None
+    colour = TASKS[task][0]
+    args.baselines = [b for b in args.baselines if b != "authors"]
+    args.authors_weights = None
+    if colour and Path(base.authors_dir).is_dir():
+        args.authors_weights = base.authors_dir
+    validate_common(args, DEFAULTS)
+    data = run_data(args, task)
+    started = time.perf_counter()
+    report = pipeline.run(args, data, strategy)
+    rows = []
+    for stage in report["stages"]:
+        rows.append({"test set": Path(getattr(args, TASKS[task][2])).name, "noise": noise_key, "method": stage["stage"],
+                     "psnr": stage["psnr"], "ssim": stage["ssim"], "uqi": stage["uqi"],
+                     "s/image": stage["seconds_per_image"]})
+    rows[0]["train s"] = report["timings"]["train_seconds"]
+    print(f"{task} {noise_key}: pipeline run {time.perf_counter() - started:.0f} s "
+          f"(training {report['timings']['train_seconds']:.0f} s)", flush=True)
+    return rows
+
+
+def train_r3l(args):
+    """experiment_r3l's R3L network trained at sigma 25 on --train_grey for --r3l_minutes; its denoiser."""
+    import tensorflow as tf
+
+    import experiment_r3l
+
+    r3l_args = experiment_r3l.parse_args([
+        "--method", "r3l", "--train_dir", args.train_grey, "--max_train_minutes", str(args.r3l_minutes),
+        "--episodes", str(args.r3l_episodes), "--out_dir", str(Path(args.out_dir) / "r3l"), "--seed", str(args.seed),
+        "--no_images",
+    ])
+    train_images, _ = experiment_r3l.load_images(r3l_args.train_dir, "train", "--train_dir")
+    net, optimizer, trainer, env, extra = experiment_r3l.build(r3l_args, 1)
+    ckpt = tf.train.Checkpoint(network=net, optimizer=optimizer, episode=tf.Variable(0, dtype=tf.int64), **extra)
+    manager = tf.train.CheckpointManager(ckpt, str(Path(r3l_args.out_dir) / "checkpoints"), max_to_keep=1)
+    started = time.perf_counter()
+    info = experiment_r3l.train(r3l_args, train_images, net, optimizer, trainer, env, ckpt, manager, 0)
+    seconds = time.perf_counter() - started
+    print(f"R3L: {info.get('episodes_done')} episodes in {seconds:.0f} s", flush=True)
+    return experiment_r3l.make_denoiser(r3l_args, net, 1), seconds
+
+
+def r3l_rows(base, denoise, train_seconds: float) -> list[dict]:
+    """R3L on the same noisy Set12 images as the pipeline's rows (same test-set seeds)."""
+    from data.images import to_uint8
+    from data.noise import parse_noise
+    from data.pairs import folder_test_set
+    from evaluation import psnr, ssim, uqi
+
+    rows = []
+    for noise_key in base.noises:
+        noise = parse_noise(*NOISES[noise_key])
+        test = folder_test_set(base.test_grey, noise, base.seed, colour=False, limit=base.max_test_images)
+        scores, seconds = [], 0.0
+        for pair in test.open():
+            start = time.perf_counter()
+            out = to_uint8(np.asarray(denoise(pair.noisy[None].astype(np.float32)))[0])
+            seconds += time.perf_counter() - start
+            scores.append((psnr(pair.clean, out), ssim(pair.clean, out), uqi(pair.clean, out)))
+        mean = np.mean(scores, axis=0)
+        rows.append({"test set": Path(base.test_grey).name, "noise": noise_key, "method": "R3L (trained at sigma 25)",
+                     "psnr": mean[0], "ssim": mean[1], "uqi": mean[2], "s/image": seconds / max(1, test.size),
+                     "train s": train_seconds})
+    return rows
+
+
+def main(argv=None) -> int:
+    from evaluation import format_table
+    from utils import atomic_write_json, get_strategy, setup_logging
+
+    args = build_parser().parse_args(argv)
+    setup_logging()
+    try:
+        args.out_dir = args.out_dir or str(ROOT / "runs" / "quality")
+        check_folders(args)
+        strategy = get_strategy(args.strategy)
+        started = time.perf_counter()
+        rows: list[dict] = []
+        partial = Path(args.out_dir) / "quality.json"
+        for task in args.tasks:
+            for noise_key in args.noises:
+                rows += rse_rl_rows(args, task, noise_key, strategy)
+                atomic_write_json(partial, {"rows": rows, "partial": True, "argv": sys.argv})
+        if "grey" in args.tasks:
+            if args.r3l_minutes <= 0:
+                print("R3L rows skipped (--r3l_minutes 0)")
+            else:
+                try:
+                    import experiment_r3l  # noqa: F401
+                except ImportError:
+                    print("R3L is missing (experiment_r3l.py not importable): no R3L rows")
+                else:
+                    try:
+                        denoise, seconds = train_r3l(args)
+                        rows += r3l_rows(args, denoise, seconds)
+                    except Exception as exc:  # an optional peer: report it, keep the other rows
+                        print(f"R3L failed, no R3L rows: {type(exc).__name__}: {exc}")
+        rows.sort(key=lambda r: (r["test set"], r["noise"]))
+        columns = ["test set", "noise", "method", "psnr", "ssim", "uqi", "s/image", "train s"]
+        print(format_table(rows, columns, title="Denoising quality (PSNR dB / SSIM / UQI, means over the test images)"))
+        total = time.perf_counter() - started
+        print(f"total {total:.0f} s; command: python bench/quality.py {' '.join(argv if argv is not None else sys.argv[1:])}")
+        atomic_write_json(Path(args.out_dir) / "quality.json", {"rows": rows, "total_seconds": total, "argv": sys.argv})
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
