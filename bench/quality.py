@@ -14,8 +14,9 @@ The CPU budget is set by the pipeline's own flags (--epoch, --max_train_images,
 --agent_episodes, --recursions, ...); --smoke is the tiny one. Measured training and test
 seconds are printed. Example (the README's table):
 
-    python bench/quality.py --epoch 2 --max_train_images 96 --cluster_images 200 --agent_episodes 10 \
-        --recursions 0 --max_test_images 3 --r3l_minutes 3 --out_dir runs/quality
+    python bench/quality.py --epoch 1 --max_train_images 64 --cluster_images 200 --agent_episodes 8 \
+        --recursions 0 --max_test_images 2 --r3l_minutes 2 --out_dir runs/quality
+    python bench/quality.py --smoke --max_test_images 1 --r3l_minutes 0.2   # the whole path, tiny
 """
 from __future__ import annotations
 
