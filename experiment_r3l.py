@@ -150,6 +150,15 @@ def make_r3n_step(net, optimizer):
     return step
 
 
+def make_checkpoint(net, optimizer, **extra):
+    """Checkpoint of the network weights (tracked by name: tf.train.Checkpoint does not see
+    inside a Keras 3 model), the optimizer, the episode counter and any extra trackables."""
+    import tensorflow as tf
+
+    weights = tf.train.Checkpoint(**{v.path.replace("/", "."): v for v in net.weights})
+    return tf.train.Checkpoint(weights=weights, optimizer=optimizer, episode=tf.Variable(0, dtype=tf.int64), **extra)
+
+
 def train(args, train_images, net, optimizer, trainer, env, ckpt, manager, start: int) -> dict:
     from tqdm import tqdm
 
@@ -250,7 +259,7 @@ def run(args) -> dict:
     channels = train_images[0].shape[2]
 
     net, optimizer, trainer, env, extra = build(args, channels)
-    ckpt = tf.train.Checkpoint(network=net, optimizer=optimizer, episode=tf.Variable(0, dtype=tf.int64), **extra)
+    ckpt = make_checkpoint(net, optimizer, **extra)
     manager = tf.train.CheckpointManager(ckpt, str(out_dir / "checkpoints"), max_to_keep=2)
     start = 0
     if args.resume:
