@@ -50,6 +50,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out_dir")
     p.add_argument("--smoke", action="store_true", help="tiny fast run (checks the whole path)")
     p.add_argument("--test_limit", type=int, default=None, help="test on the first N images (by file name) only")
+    p.add_argument("--test_skip", type=int, default=0, help="skip the first N test images (noise seeds keep their index)")
     p.add_argument("--no_images", action="store_true", help="do not write denoised images")
     args = p.parse_args(argv)
     if args.smoke:
@@ -223,7 +224,7 @@ def evaluate(args, net, test_images, names, out_dir: Path) -> tuple[list[dict], 
         per = []
         for i, (clean, name) in enumerate(tqdm(list(zip(test_images, names)), desc=f"test sigma {sigma:g}",
                                                 mininterval=10, file=sys.stderr)):
-            noisy = add_noise(clean, cfg, (args.seed, int(round(sigma * 1000)), i))  # float, not quantised
+            noisy = add_noise(clean, cfg, (args.seed, int(round(sigma * 1000)), i + args.test_skip))  # float, not quantised
             out = to_uint8(denoise(noisy[None]).numpy()[0])
             row = {"image": name, "sigma": sigma, "psnr_noisy": psnr(clean, noisy), "ssim_noisy": ssim(clean, noisy),
                    "psnr": psnr(clean, out), "ssim": ssim(clean, out)}
@@ -247,6 +248,9 @@ def run(args) -> dict:
     out_dir = Path(args.out_dir)
     train_images, _ = load_images(args.train_dir, "train", "--train_dir")
     test_images, names = load_images(args.test_dir, "test", "--test_dir")
+    if args.test_skip < 0 or args.test_skip >= len(test_images):
+        raise DataError(f"--test_skip: {args.test_skip} is not below the {len(test_images)} test images")
+    test_images, names = test_images[args.test_skip:], names[args.test_skip:]
     if args.test_limit is not None:
         if args.test_limit < 1:
             raise DataError(f"--test_limit: must be positive, got {args.test_limit}")

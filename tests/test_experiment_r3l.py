@@ -31,10 +31,12 @@ def test_smoke_run_writes_results_and_resumes(tmp_path):
     assert len(list((out / "images" / "sigma25").glob("*.png"))) == 3
     assert results["training"]["episodes_done"] == 2
 
-    resumed = _run("--smoke", "--episodes", "3", "--test_sigmas", "25", "--resume", "--test_limit", "2", "--out_dir", str(out), cwd=tmp_path)
+    resumed = _run("--smoke", "--episodes", "3", "--test_sigmas", "25", "--resume", "--test_skip", "1", "--test_limit", "2", "--out_dir", str(out), cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     results = json.loads((out / "results.json").read_text())
-    assert [r["image"] for r in results["images"]] == ["sample_test_00", "sample_test_01"]
+    assert [r["image"] for r in results["images"]] == ["sample_test_01", "sample_test_02"]
+    first_noisy = {r["image"]: r["psnr_noisy"] for r in rows if r["sigma"] == 25}
+    assert results["images"][0]["psnr_noisy"] == first_noisy["sample_test_01"]  # same noise for the same image
     training = results["training"]
     assert training["episodes_run"] == 1 and training["episodes_done"] == 3
 
