@@ -66,8 +66,9 @@ def add_common_flags(parser: argparse.ArgumentParser, defaults: dict) -> None:
     m = parser.add_argument_group("method")
     m.add_argument("--block_size", type=int, default=16)
     m.add_argument("--overlap", type=int, default=4)
-    m.add_argument("--batch_size", type=int, default=256, help="patch pairs per VAE step")
-    m.add_argument("--learning_rate", type=float, default=1e-3)
+    m.add_argument("--batch_size", type=int, default=128, help="patch pairs per VAE step (global, over all replicas)")
+    m.add_argument("--learning_rate", type=float, default=2e-3, help="Adam rate of the VAE")
+    m.add_argument("--bn_momentum", type=float, default=0.9, help="BatchNorm momentum of the encoders (authors: 0.99, for long runs)")
     m.add_argument("--images_per_batch", type=int, default=8, help="images split into patches at once")
     m.add_argument("--finetune_epochs", type=int, default=None, help="VAE epochs in rounds >= 1 (default: half of --epoch)")
     m.add_argument("--shared_encoder", action="store_true", help="one encoder with three latent heads (paper figure)")
@@ -82,8 +83,10 @@ def add_common_flags(parser: argparse.ArgumentParser, defaults: dict) -> None:
     m.add_argument("--rl_steps", type=int, default=3, help="filtering steps per patch")
     m.add_argument("--gate", default="subspace", help="action gates: subspace (3) or latent (3 x latent_dim)")
     m.add_argument("--kl_max", type=float, default=0.01, help="trust region: max mean KL per actor update")
+    m.add_argument("--action_low", type=float, default=-0.5,
+                   help="lower end of the actor's squashed range; the env clips to [0, 1], so gates can be exactly 0")
     m.add_argument("--lambda_db", type=float, default=1.0, help="weight of the de-blocking reward term")
-    m.add_argument("--agent_episodes", type=int, default=None, help="SAC episodes per round (default 60; 20 in rounds >= 1)")
+    m.add_argument("--agent_episodes", type=int, default=None, help="SAC episodes per round (default 40; 15 in rounds >= 1)")
     m.add_argument("--agent_images", type=int, default=16, help="training images the agent trains on")
     m.add_argument("--images_per_episode", type=int, default=2)
     m.add_argument("--updates_per_step", type=int, default=16)
@@ -123,8 +126,8 @@ def validate_common(args: argparse.Namespace, defaults: dict) -> None:
     if args.epoch is None:
         args.epoch = defaults["sample_epoch"] if sample else defaults["epoch"]
     if args.smoke:
-        args.epoch = min(args.epoch, 1)
-        args.max_train_images = min(args.max_train_images or 8, 8)
+        args.epoch = min(args.epoch, 2)
+        args.max_train_images = min(args.max_train_images or 16, 16)
         args.max_test_images = min(args.max_test_images or 2, 2)
         args.agent_images, args.images_per_episode, args.updates_per_step = 4, 2, 4
         args.cluster_images = min(args.cluster_images, 8)
@@ -211,6 +214,7 @@ def _vae_config(args):
         block_size=args.block_size, latent_dim=args.latent_dim, shared_encoder=args.shared_encoder,
         channels=("Y", "U", "V") if args.colour else ("Y",),
         lambda_kl=args.lambda_kl, lambda_latent=args.lambda_latent, lambda_eq=args.lambda_eq,
+        bn_momentum=args.bn_momentum,
     )
 
 
@@ -301,11 +305,11 @@ def train_round(args, data: RunData, r: int, state: RunState, previous: RoundMod
     else:
         seed = _phase_seed(args.seed, r, "agent")
         _seed_everything(seed)
-        agent = SACAgent(env.state_dim, env.action_dim, SACConfig(kl_max=args.kl_max), seed=seed)
+        agent = SACAgent(env.state_dim, env.action_dim, SACConfig(kl_max=args.kl_max, action_low=args.action_low), seed=seed)
         if previous is not None:
             _copy_agent(previous.agent, agent)
         noisy, clean = _agent_images(args, data)
-        episodes = args.agent_episodes or (60 if r == 0 else 20)
+        episodes = args.agent_episodes or (40 if r == 0 else 15)
         LOG.info("round %d: training the agent, %d episodes on %d images", r, episodes, len(noisy))
         from tqdm import tqdm
 

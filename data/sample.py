@@ -4,10 +4,12 @@ Colour (RSE-RL default run), written once as CelebA-schema TFRecords so the defa
 goes through the real loading path:
 - test: astronaut, coffee and chelsea, each resized to 256x256 with cv2.INTER_AREA
   (the images the shared README's reference figures are measured on);
-- train: 256x256 crops on a fixed grid of the OTHER colour photos (rocket,
-  hubble_deep_field, immunohistochemistry, retina, colorwheel), each first shrunk with
-  INTER_AREA so its shorter side is at most 512. `cat` is left out: it is the chelsea
-  test photo. 46 crops, no overlap with the test photos.
+- train: 256x256 crops on a fixed grid of the OTHER photos, each first shrunk with
+  INTER_AREA so its shorter side is at most 512: the natural colour photos rocket,
+  immunohistochemistry and both views of stereo_motorcycle, and the natural grey photos
+  camera, moon, coins, brick, grass and gravel as grey RGB (natural luminance texture
+  for the Y subspace). `cat` is left out: it is the chelsea test photo. No overlap with
+  the test photos.
 
 Grey (R3L default run), small enough to build in memory by `sample_grey_images`:
 - test: camera, moon, coins, each resized to 256x256 with cv2.INTER_AREA;
@@ -27,10 +29,13 @@ import numpy as np
 
 from data.errors import DataError
 
-SAMPLE_VERSION = "sample-v1"
+SAMPLE_VERSION = "sample-v2"
 IMAGE_SIZE = 256
 TEST_PHOTOS = ("astronaut", "coffee", "chelsea")
-TRAIN_PHOTOS = ("rocket", "hubble_deep_field", "immunohistochemistry", "retina", "colorwheel")
+TRAIN_PHOTOS = (
+    "rocket", "immunohistochemistry", "stereo_motorcycle:0", "stereo_motorcycle:1",
+    "camera", "moon", "coins", "brick", "grass", "gravel",
+)
 GREY_TEST_PHOTOS = ("camera", "moon", "coins")
 GREY_TRAIN_PHOTOS = ("text", "brick", "grass", "gravel", "cell", "page", "clock")
 _MAX_SHORT_SIDE = 512
@@ -49,7 +54,10 @@ class SamplePaths:
 def _photo(name: str) -> np.ndarray:
     import skimage.data
 
+    name, _, index = name.partition(":")  # "stereo_motorcycle:0": one image of a tuple
     image = getattr(skimage.data, name)()
+    if index:
+        image = image[int(index)]
     return image[:, :, None] if image.ndim == 2 else image[:, :, :3]
 
 
@@ -70,10 +78,12 @@ def sample_test_images() -> np.ndarray:
 
 
 def sample_train_images() -> np.ndarray:
-    """The colour training crops: (46, 256, 256, 3) uint8 on a fixed grid (see the module docstring)."""
+    """The colour training crops: (N, 256, 256, 3) uint8 on a fixed grid (see the module docstring)."""
     crops = []
     for name in TRAIN_PHOTOS:
         image = _photo(name)
+        if image.shape[2] == 1:
+            image = np.repeat(image, 3, axis=2)
         h, w = image.shape[:2]
         scale = min(1.0, _MAX_SHORT_SIDE / min(h, w))
         if scale < 1.0:

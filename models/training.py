@@ -64,8 +64,9 @@ def patch_pair_dataset(dataset: tf.data.Dataset, block: int, overlap: int, chann
     return dataset.map(to_patches, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
 
 
-def _checkpoint(model: RSEVAE, optimizer, epoch: tf.Variable) -> tf.train.Checkpoint:
-    return tf.train.Checkpoint(optimizer=optimizer, epoch=epoch, **model.submodels())
+def _checkpoint(model: RSEVAE, optimizer, epoch: tf.Variable, rng: tf.random.Generator) -> tf.train.Checkpoint:
+    """Everything a resumed run needs, the random stream included (so resuming repeats the draws)."""
+    return tf.train.Checkpoint(optimizer=optimizer, epoch=epoch, rng=rng, **model.submodels())
 
 
 def train_vae(
@@ -94,7 +95,7 @@ def train_vae(
         optimizer.build(model.trainable_variables)
         epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         rng = tf.random.Generator.from_seed(cfg.seed)
-    ckpt = _checkpoint(model, optimizer, epoch_var)
+    ckpt = _checkpoint(model, optimizer, epoch_var, rng)
     manager = tf.train.CheckpointManager(ckpt, str(out_dir / "checkpoints"), max_to_keep=cfg.keep_checkpoints)
     if resume and manager.latest_checkpoint:
         ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
@@ -107,7 +108,7 @@ def train_vae(
     def step_fn(noisy, clean):
         g = rng.uniform([], 0, equivariance.GROUP_SIZE, dtype=tf.int32)
         with tf.GradientTape() as tape:
-            terms = model.losses_per_patch(noisy, clean, g_index=g, training=True)
+            terms = model.losses_per_patch(noisy, clean, g_index=g, training=True, rng=rng)
             loss = tf.nn.compute_average_loss(terms["total"], global_batch_size=global_batch)
         grads = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))

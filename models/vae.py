@@ -166,12 +166,17 @@ class RSEVAE(keras.Model):
         logvar = tf.concat([o[1] for o in outs], axis=1)
         return mean, logvar
 
-    def sample(self, mean, logvar, std: float | None = None):
-        """Reparameterised z = mean + std * exp(logvar / 2) * eps."""
+    def sample(self, mean, logvar, std: float | None = None, rng: tf.random.Generator | None = None):
+        """Reparameterised z = mean + std * exp(logvar / 2) * eps.
+
+        Pass `rng` (a seeded tf.random.Generator) for draws that repeat exactly from run to
+        run; the global-seed op `tf.random.normal` is not reproducible across processes.
+        """
         std = self.cfg.sample_std if std is None else std
         if std == 0:
             return mean
-        eps = tf.random.normal(tf.shape(mean), dtype=mean.dtype)
+        shape = tf.shape(mean)
+        eps = rng.normal(shape, dtype=mean.dtype) if rng is not None else tf.random.normal(shape, dtype=mean.dtype)
         return mean + std * tf.exp(0.5 * logvar) * eps
 
     def transform(self, z, training: bool = False):
@@ -206,7 +211,7 @@ class RSEVAE(keras.Model):
             raise DataError(f"RSEVAE expects patches of shape (P, {b}, {b}, {s}), got {tuple(patches.shape)}")
 
     # -- losses -----------------------------------------------------------------------------------
-    def losses_per_patch(self, noisy, clean, g_index=None, training: bool = True) -> dict:
+    def losses_per_patch(self, noisy, clean, g_index=None, training: bool = True, rng=None) -> dict:
         """Per-patch loss terms (each (P,), summed over subspaces) and their weighted `total`.
 
         - recon: ||decode(T(z_noisy)) - clean||^2, z_noisy sampled (reparameterised)
@@ -227,8 +232,8 @@ class RSEVAE(keras.Model):
         mean_all, logvar_all = self.encode(tf.concat(parts, axis=0), training=training)
         mean_n, mean_c = mean_all[:n], mean_all[n:2 * n]
         logvar_n, logvar_c = logvar_all[:n], logvar_all[n:2 * n]
-        z_n = self.sample(mean_n, logvar_n)
-        z_c = self.sample(mean_c, logvar_c)
+        z_n = self.sample(mean_n, logvar_n, rng=rng)
+        z_c = self.sample(mean_c, logvar_c, rng=rng)
         t_n = self.transform(z_n, training=training)
         sse = lambda a, b: tf.reduce_sum(tf.square(a - b), axis=[1, 2, 3])  # noqa: E731
         recon = sse(self.decode(t_n, training=training), clean)

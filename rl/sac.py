@@ -56,6 +56,7 @@ class SACConfig:
     batch_size: int = 256
     log_std_min: float = -5.0
     log_std_max: float = 2.0
+    action_low: float = 0.0  # < 0: actions below 0 (clipped to 0 by the env) give an exact no-op
 
     def __post_init__(self) -> None:
         self.hidden = tuple(int(h) for h in self.hidden)
@@ -101,9 +102,14 @@ class MLP(tf.Module):
         return x
 
 
-def squash_bijector() -> tfb.Bijector:
-    """u in R^m -> a = 0.5 * (tanh(u) + 1) in (0, 1)^m."""
-    return tfb.Chain([tfb.Shift(0.5), tfb.Scale(0.5), tfb.Tanh()])
+def squash_bijector(low: float = 0.0) -> tfb.Bijector:
+    """u in R^m -> a = low + (1 - low) * 0.5 * (tanh(u) + 1) in (low, 1)^m.
+
+    low < 0 lets an environment that clips actions to [0, 1] receive an exact 0 (a
+    "do nothing" action) from a whole region of u, not only in the limit u -> -inf.
+    """
+    half = 0.5 * (1.0 - low)
+    return tfb.Chain([tfb.Shift(low + half), tfb.Scale(half), tfb.Tanh()])
 
 
 class SACAgent:
@@ -167,18 +173,18 @@ class SACAgent:
 
     def policy(self, states: tf.Tensor) -> tfd.Distribution:
         """The squashed policy pi(a|s) over [0, 1]^m."""
-        return tfd.TransformedDistribution(self.gaussian(states), squash_bijector())
+        return tfd.TransformedDistribution(self.gaussian(states), squash_bijector(self.cfg.action_low))
 
     def _sample_with_log_prob(self, states: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Reparameterised action sample and its log-density, computed from u for stability."""
         base = self.gaussian(states)
         u = base.sample(seed=self.noise.uniform_full_int([2], dtype=tf.int32))
-        bij = squash_bijector()
+        bij = squash_bijector(self.cfg.action_low)
         log_prob = base.log_prob(u) - bij.forward_log_det_jacobian(u, event_ndims=1)
         return bij.forward(u), log_prob
 
     def _deterministic_action(self, states: tf.Tensor) -> tf.Tensor:
-        return squash_bijector().forward(self.gaussian(states).mean())
+        return squash_bijector(self.cfg.action_low).forward(self.gaussian(states).mean())
 
     def _sampled_action(self, states: tf.Tensor) -> tf.Tensor:
         return self._sample_with_log_prob(states)[0]

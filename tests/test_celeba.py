@@ -147,7 +147,7 @@ def test_record_shape_mismatch_inside_a_shard(tmp_path):
 
 def test_bad_image_shape_on_write(tmp_path):
     with pytest.raises(DataError, match="image 1: shape"):
-        celeba.write_tfrecords([np.zeros((4, 4, 3), np.uint8), np.zeros((4, 4, 2), np.uint8)], tmp_path)
+        celeba.write_tfrecords([np.zeros((4, 4, 3), np.uint8), np.zeros((4, 4, 3, 2), np.uint8)], tmp_path)
     with pytest.raises(DataError, match="no images"):
         celeba.write_tfrecords([], tmp_path)
     assert not list(Path(tmp_path).iterdir())
