@@ -298,12 +298,10 @@ def filter_images(noisy_images, agent, latent_model: LatentModel,
 
 def _filter_batch(env: LatentFilterEnv, agent, noisy: np.ndarray) -> np.ndarray:
     states = env.reset(noisy)
+    if agent is None:  # all gates 0: the latents never move, no step (nor neighbour search) needed
+        return env.current_images()
     for _ in range(env.cfg.steps):
-        if agent is None:
-            actions = np.zeros((states.shape[0], env.action_dim), np.float32)
-        else:
-            actions = agent.act(states, deterministic=True)
-        states = env.step(actions).states
+        states = env.step(agent.act(states, deterministic=True)).states
     return env.current_images()
 
 
