@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from data.errors import DataError
+from data.errors import DataError, run_cli
 from data.images import IMAGE_SUFFIXES
 
 
@@ -76,13 +76,7 @@ def run(args: argparse.Namespace) -> list[Path]:
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    try:
-        run(args)
-    except DataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(run, parse_args(argv))
 
 
 if __name__ == "__main__":

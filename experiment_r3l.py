@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data.errors import DataError
+from data.errors import DataError, run_cli
 
 log = logging.getLogger("rse_rl.r3l")
 
@@ -290,12 +290,7 @@ def main(argv=None) -> int:
     from utils import setup_logging
 
     setup_logging()
-    try:
-        run(parse_args(argv))
-    except DataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(lambda: run(parse_args(argv)))
 
 
 if __name__ == "__main__":
