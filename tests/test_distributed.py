@@ -300,7 +300,7 @@ def test_sbatch_script_command_lines(tmp_path, hosts):
         assert value("--batch_size") == str(256 * 8)
         assert float(value("--learning_rate")) == pytest.approx(1e-3 * np.sqrt(8), rel=1e-5)
         assert value("--out_dir") == f"{ROOT}/runs/celeba-77/task{index}"
-        assert value("--recursions") == "2" and value("--strategy") == "auto"
+        assert value("--recursions") == "2" and value("--strategy") == "auto" and value("--bn_momentum") == "0.99"
         if hosts == "gpu07 gpu08":
             assert lines[0] == "none"
         else:
