@@ -58,7 +58,7 @@ def add_common_flags(parser: argparse.ArgumentParser, defaults: dict) -> None:
     r.add_argument("--resume", action="store_true", help="continue an interrupted run in --out_dir")
     r.add_argument("--baselines", nargs="*", default=["nlm", "tv", "bm3d"], help=f"any of {', '.join(BASELINES)}")
     r.add_argument("--authors_weights", default=None, help="the authors' released VAE folder (celeba_{y,u,v}_no)")
-    r.add_argument("--smoke", action="store_true", help="a one-minute run: tiny budgets everywhere")
+    r.add_argument("--smoke", action="store_true", help="a short run: tiny budgets everywhere (16 training, 2 test images, 2 epochs)")
     r.add_argument("--max_train_images", type=int, default=None)
     r.add_argument("--max_test_images", type=int, default=None)
     r.add_argument("--strategy", default="auto", help="tf.distribute strategy: auto, default, mirrored, multiworker")
