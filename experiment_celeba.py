@@ -3,7 +3,7 @@
     python experiment_celeba.py --file_batch 5 --epoch 50 --latent_dim 72 --target_psnr 30 \
         --train_files_path celeba-tfr/train/ --test_files_path celeba-tfr/validation/
 
-See README.md for every flag; `python experiment_celeba.py --smoke` is a one-minute run.
+See README.md for every flag; `python experiment_celeba.py --smoke` is a short run.
 """
 from __future__ import annotations
 

@@ -61,7 +61,7 @@ def add_common_flags(parser: argparse.ArgumentParser, defaults: dict) -> None:
     r.add_argument("--smoke", action="store_true", help="a short run: tiny budgets everywhere (16 training, 2 test images, 2 epochs)")
     r.add_argument("--max_train_images", type=int, default=None)
     r.add_argument("--max_test_images", type=int, default=None)
-    r.add_argument("--strategy", default="auto", help="tf.distribute strategy: auto, default, mirrored, multiworker")
+    r.add_argument("--strategy", default="auto", choices=("auto", "default", "mirrored", "multiworker"), help="tf.distribute strategy")
 
     m = parser.add_argument_group("method")
     m.add_argument("--block_size", type=int, default=16)
