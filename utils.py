@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import sys
 import tempfile
 from pathlib import Path
@@ -14,12 +13,15 @@ import numpy as np
 
 
 def set_seeds(seed: int) -> None:
-    """Seed Python, numpy's legacy global RNG and TensorFlow (for libraries that use them)."""
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    import tensorflow as tf
+    """Seed Python, numpy's legacy global RNG, TensorFlow and Keras's global SeedGenerator.
 
-    tf.random.set_seed(seed)
+    Resetting Keras's generator matters for resuming: unseeded Keras initialisers draw
+    from it, and without the reset a phase would draw differently in a fresh process
+    than after earlier phases in the same process.
+    """
+    import keras
+
+    keras.utils.set_random_seed(int(seed) % (2**32))
 
 
 def setup_logging(verbose: bool = False) -> logging.Logger:
