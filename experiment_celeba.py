@@ -13,7 +13,7 @@ import sys
 from data.errors import DataError
 from pipeline import RunData, add_common_flags, main
 
-DEFAULTS = {"name": "celeba", "epoch": 50, "sample_epoch": 3, "latent_dim": 72, "target_psnr": 30.0, "noise": "gaussian_var"}
+DEFAULTS = {"name": "celeba", "epoch": 50, "sample_epoch": 2, "latent_dim": 72, "target_psnr": 30.0, "noise": "gaussian_var"}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,7 +20,7 @@ from pathlib import Path
 from data.errors import DataError
 from pipeline import RunData, add_common_flags, main
 
-DEFAULTS = {"name": "sidd", "epoch": 25, "sample_epoch": 3, "latent_dim": 96, "target_psnr": 34.0, "noise": None}
+DEFAULTS = {"name": "sidd", "epoch": 25, "sample_epoch": 2, "latent_dim": 96, "target_psnr": 34.0, "noise": None}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -34,6 +34,9 @@ from utils import atomic_write_json
 LOG = logging.getLogger("rse_rl")
 BASELINES = ("nlm", "tv", "bm3d", "authors")
 PHASE_SEEDS = {"vae": 1, "clusters": 2, "agent": 3, "enhance": 4}
+AGENT_EPISODES = (40, 15)  # default --agent_episodes in round 0 and in later rounds
+SAMPLE_AGENT_EPISODES = (20, 10)  # the same on the embedded sample (a ten-minute run)
+SAMPLE_ENHANCE_IMAGES = 50  # default --enhance_images on the embedded sample
 
 
 # ----- flags ---------------------------------------------------------------------------------------
@@ -86,11 +89,11 @@ def add_common_flags(parser: argparse.ArgumentParser, defaults: dict) -> None:
     m.add_argument("--action_low", type=float, default=-0.5,
                    help="lower end of the actor's squashed range; the env clips to [0, 1], so gates can be exactly 0")
     m.add_argument("--lambda_db", type=float, default=1.0, help="weight of the de-blocking reward term")
-    m.add_argument("--agent_episodes", type=int, default=None, help="SAC episodes per round (default 40; 15 in rounds >= 1)")
+    m.add_argument("--agent_episodes", type=int, default=None, help="SAC episodes per round (default 40, 15 in rounds >= 1; 20 and 10 on the embedded sample)")
     m.add_argument("--agent_images", type=int, default=16, help="training images the agent trains on")
     m.add_argument("--images_per_episode", type=int, default=2)
     m.add_argument("--updates_per_step", type=int, default=16)
-    m.add_argument("--enhance_images", type=int, default=None, help="training images enhanced per round (default: all)")
+    m.add_argument("--enhance_images", type=int, default=None, help="training images enhanced per round (default: all; 50 on the embedded sample)")
 
 
 def validate_common(args: argparse.Namespace, defaults: dict) -> None:
@@ -125,6 +128,11 @@ def validate_common(args: argparse.Namespace, defaults: dict) -> None:
     sample = args.train_files_path is None
     if args.epoch is None:
         args.epoch = defaults["sample_epoch"] if sample else defaults["epoch"]
+    if sample and not args.smoke:  # the embedded sample's run should take about ten minutes on 2 cores
+        args.enhance_images = args.enhance_images or SAMPLE_ENHANCE_IMAGES
+        args.agent_episodes_by_round = list(SAMPLE_AGENT_EPISODES)
+    else:
+        args.agent_episodes_by_round = list(AGENT_EPISODES)
     if args.smoke:
         args.epoch = min(args.epoch, 2)
         args.max_train_images = min(args.max_train_images or 16, 16)
@@ -309,7 +317,7 @@ def train_round(args, data: RunData, r: int, state: RunState, previous: RoundMod
         if previous is not None:
             _copy_agent(previous.agent, agent)
         noisy, clean = _agent_images(args, data)
-        episodes = args.agent_episodes or (40 if r == 0 else 15)
+        episodes = args.agent_episodes or args.agent_episodes_by_round[min(r, 1)]
         LOG.info("round %d: training the agent, %d episodes on %d images", r, episodes, len(noisy))
         from tqdm import tqdm
 
