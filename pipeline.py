@@ -86,11 +86,15 @@ def add_common_flags(parser: argparse.ArgumentParser, defaults: dict) -> None:
     m.add_argument("--rl_steps", type=int, default=3, help="filtering steps per patch")
     m.add_argument("--gate", default="subspace", help="action gates: subspace (3) or latent (3 x latent_dim)")
     m.add_argument("--kl_max", type=float, default=0.01, help="trust region: max mean KL per actor update")
-    m.add_argument("--action_low", type=float, default=-0.5,
-                   help="lower end of the actor's squashed range; the env clips to [0, 1], so gates can be exactly 0")
+    m.add_argument("--action_low", type=float, default=-1.0,
+                   help="lower end of the actor's squashed range; the env clips to [0, 1], so gates can be exactly 0 "
+                        "(at -1 the untrained policy's mean action is gate 0: it starts as a no-op)")
     m.add_argument("--lambda_db", type=float, default=1.0, help="weight of the de-blocking reward term")
     m.add_argument("--agent_episodes", type=int, default=None, help="SAC episodes per round (default 40, 15 in rounds >= 1; 20 and 10 on the embedded sample)")
     m.add_argument("--agent_images", type=int, default=16, help="training images the agent trains on")
+    m.add_argument("--agent_check_images", type=int, default=16,
+                   help="held-out training pairs (after the agent's) on which the agent must beat the VAE alone, "
+                        "or the round filters with the VAE alone; 0 keeps the agent unchecked")
     m.add_argument("--images_per_episode", type=int, default=2)
     m.add_argument("--updates_per_step", type=int, default=16)
     m.add_argument("--enhance_images", type=int, default=None, help="training images enhanced per round (default: all; 50 on the embedded sample)")
@@ -104,8 +108,9 @@ def validate_common(args: argparse.Namespace, defaults: dict) -> None:
     for flag in ("latent_dim", "batch_size", "num_clusters", "knn", "rl_steps", "images_per_batch", "agent_images"):
         if getattr(args, flag) < 1:
             raise DataError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
-    if args.recursions < 0:
-        raise DataError(f"--recursions must be >= 0, got {args.recursions}")
+    for flag in ("recursions", "agent_check_images"):
+        if getattr(args, flag) < 0:
+            raise DataError(f"--{flag} must be >= 0, got {getattr(args, flag)}")
     unknown = [b for b in args.baselines if b not in BASELINES]
     if unknown:
         raise DataError(f"--baselines: unknown {unknown}; choose from {', '.join(BASELINES)}")
@@ -138,6 +143,7 @@ def validate_common(args: argparse.Namespace, defaults: dict) -> None:
         args.max_train_images = min(args.max_train_images or 16, 16)
         args.max_test_images = min(args.max_test_images or 2, 2)
         args.agent_images, args.images_per_episode, args.updates_per_step = 4, 2, 4
+        args.agent_check_images = min(args.agent_check_images, 4)
         args.cluster_images = min(args.cluster_images, 8)
         args.recursions = min(args.recursions, 1)
         args.agent_episodes = args.agent_episodes or 3
@@ -212,7 +218,13 @@ def _seed_everything(seed: int) -> None:
 class RoundModels:
     vae: object
     clusters: object
-    agent: object
+    agent: object  # the trained agent (also the warm start of the next round's)
+    use_agent: bool = True  # False: it lowered PSNR on held-out training pairs; filter with the VAE alone
+
+    @property
+    def policy(self):
+        """The agent this round filters with, or None for the VAE alone (all gates 0)."""
+        return self.agent if self.use_agent else None
 
 
 def _vae_config(args):
@@ -237,21 +249,30 @@ def _round_dir(args, r: int) -> Path:
     return args.model_dir / f"round{r}"
 
 
-def _batched_pairs(args, data: RunData, r: int):
-    """The training stream of round r: original pairs, plus enhanced inputs of rounds < r."""
+def _enhanced_pairs(args, r: int):
+    """Round r's enhanced training inputs beside their clean targets, as (input, clean) float pairs."""
     import tensorflow as tf
 
     from data.celeba import celeba_dataset
 
+    c = 3 if args.colour else 1  # enhanced records hold (enhanced, clean) side by side: 2c channels
+    enhanced = celeba_dataset(args.out_dir / "enhanced" / f"round{r}", expect_channels=2 * c)
+    return enhanced.map(lambda x: (tf.cast(x[..., :c], tf.float32) / 255.0, tf.cast(x[..., c:], tf.float32) / 255.0))
+
+
+def _round_input_pairs(args, data: RunData, r: int):
+    """The (input, clean) pairs round r is applied to: noisy ones in round 0, round r-1's outputs after."""
+    if r:
+        return _enhanced_pairs(args, r - 1)
+    return data.train_pairs().take(args.max_train_images) if args.max_train_images else data.train_pairs()
+
+
+def _batched_pairs(args, data: RunData, r: int):
+    """The training stream of round r: original pairs, plus enhanced inputs of rounds < r."""
     ds = data.train_pairs()
     if args.max_train_images:
         ds = ds.take(args.max_train_images)
-    streams = [ds]
-    c = 3 if args.colour else 1  # enhanced records hold (enhanced, clean) side by side: 2c channels
-    for previous in range(r):
-        enhanced = celeba_dataset(args.out_dir / "enhanced" / f"round{previous}", expect_channels=2 * c)
-        streams.append(enhanced.map(lambda x: (tf.cast(x[..., :c], tf.float32) / 255.0,
-                                               tf.cast(x[..., c:], tf.float32) / 255.0)))
+    streams = [ds] + [_enhanced_pairs(args, previous) for previous in range(r)]
     mixed = streams[0]
     for other in streams[1:]:
         mixed = mixed.concatenate(other)
@@ -316,7 +337,7 @@ def train_round(args, data: RunData, r: int, state: RunState, previous: RoundMod
         agent = SACAgent(env.state_dim, env.action_dim, SACConfig(kl_max=args.kl_max, action_low=args.action_low), seed=seed)
         if previous is not None:
             _copy_agent(previous.agent, agent)
-        noisy, clean = _agent_images(args, data)
+        noisy, clean = _agent_images(args, data, r)
         episodes = args.agent_episodes or args.agent_episodes_by_round[min(r, 1)]
         LOG.info("round %d: training the agent, %d episodes on %d images", r, episodes, len(noisy))
         from tqdm import tqdm
@@ -333,7 +354,36 @@ def train_round(args, data: RunData, r: int, state: RunState, previous: RoundMod
         agent.save(round_dir / "agent")
         state.mark(f"round{r}/agent", {"history": history[-5:]})
     _stop_if_asked(args, f"round{r}/agent")
-    return RoundModels(vae, clusters, agent)
+    return RoundModels(vae, clusters, agent, use_agent=_check_agent(args, data, r, env, agent, state))
+
+
+def _check_agent(args, data: RunData, r: int, env, agent, state: RunState) -> bool:
+    """Keep the agent only if it beats the VAE alone on held-out training pairs (never test data).
+
+    SAC on a few episodes can end on a policy that hurts; the pairs after the
+    agent's own training images decide, so a harmful policy is not shipped.
+    """
+    from rl.envs.latent_filter import filter_images, image_psnr
+
+    phase = f"round{r}/agent_check"
+    if not args.agent_check_images:
+        return True
+    if state.finished(phase):
+        return bool(state.done[phase]["kept"])
+    noisy, clean = _agent_images(args, data, r, skip=args.agent_images, take=args.agent_check_images)
+    if len(noisy) == 0:
+        LOG.warning("round %d: no training pairs left after the agent's %d to check it on; keeping the agent",
+                    r, args.agent_images)
+        return True
+    vae_psnr = float(image_psnr(clean, filter_images(noisy, None, env.model, env.cfg)).mean())
+    agent_psnr = float(image_psnr(clean, filter_images(noisy, agent, env.model, env.cfg)).mean())
+    kept = agent_psnr > vae_psnr
+    LOG.log(logging.INFO if kept else logging.WARNING,
+            "round %d: on %d held-out training pairs the agent gives %.3f dB, the VAE alone %.3f dB: %s",
+            r, len(noisy), agent_psnr, vae_psnr,
+            "agent kept" if kept else "agent dropped, this round filters with the VAE alone (--agent_check_images 0 keeps it)")
+    state.mark(phase, {"images": len(noisy), "vae_psnr": vae_psnr, "agent_psnr": agent_psnr, "kept": kept})
+    return kept
 
 
 def _copy_agent(source, target) -> None:
@@ -356,13 +406,16 @@ def _clean_patch_batches(args, data: RunData):
         yield patches
 
 
-def _agent_images(args, data: RunData) -> tuple[np.ndarray, np.ndarray]:
+def _agent_images(args, data: RunData, r: int, skip: int = 0, take: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(input, clean) training pairs of round r's inputs, as arrays; empty arrays past the end when skip > 0."""
     noisy, clean = [], []
-    for n, c in data.train_pairs().take(args.agent_images):
+    for n, c in _round_input_pairs(args, data, r).skip(skip).take(take or args.agent_images):
         noisy.append(n.numpy())
         clean.append(c.numpy())
-    if not noisy:
+    if not noisy and not skip:
         raise DataError("the training set is empty")
+    if not noisy:
+        return np.zeros((0, 1, 1, 1), np.float32), np.zeros((0, 1, 1, 1), np.float32)
     return np.stack(noisy), np.stack(clean)
 
 
@@ -384,7 +437,7 @@ def enhance_training_set(args, data: RunData, r: int, models: RoundModels, state
 
     def records():
         for noisy, clean in ds:
-            out = filter_images(noisy.numpy(), models.agent, latent, _env_config(args))
+            out = filter_images(noisy.numpy(), models.policy, latent, _env_config(args))
             for e, c in zip(to_uint8(out), to_uint8(clean.numpy())):
                 yield np.concatenate([e, c], axis=-1)
 
@@ -429,7 +482,7 @@ def evaluate(args, data: RunData, rounds: list[RoundModels]) -> dict:
         current = pair.noisy
         for r, (models, latent) in enumerate(zip(rounds, latents)):
             start = time.perf_counter()
-            current = filter_images(current[None], models.agent, latent, env_cfg)[0]
+            current = filter_images(current[None], models.policy, latent, env_cfg)[0]
             name = "VAE + agent (round 0)" if r == 0 else f"round {r}"
             timings[name] += time.perf_counter() - start
             outputs[name] = current
@@ -542,11 +595,16 @@ def run(args: argparse.Namespace, data: RunData, strategy=None) -> dict:
     report["timings"] = {"train_seconds": train_seconds, "total_seconds": time.perf_counter() - started}
     report["config"] = config
     report["data"] = data.description
+    report["agent_checks"] = {f"round{r}": state.done.get(f"round{r}/agent_check") for r in range(len(rounds))}
     if data.benchmark_blocks is not None:
         report["submission"] = str(_write_benchmark_submission(args, data, rounds))
     write_report(args.out_dir, report)
     print(format_table(report["stages"], ["stage", "psnr", "ssim", "uqi", "eq_error", "seconds_per_image"],
                        title=f"RSE-RL on {data.description}"))
+    for r, models in enumerate(rounds):
+        if not models.use_agent:
+            print(f"round {r}: the agent lowered PSNR on held-out training pairs and was dropped; "
+                  f"this round filtered with the VAE alone (results.json: agent_checks)")
     print(f"results: {args.out_dir / 'results.json'}")
     return report
 
@@ -559,7 +617,7 @@ def _write_benchmark_submission(args, data: RunData, rounds: list[RoundModels]) 
     blocks = data.benchmark_blocks
     flat = blocks.reshape(-1, *blocks.shape[-3:]).astype(np.float32) / 255.0
     for models in rounds:
-        flat = filter_images(flat, models.agent, latent_model_from_vae(models.vae, models.clusters, k=args.knn), _env_config(args))
+        flat = filter_images(flat, models.policy, latent_model_from_vae(models.vae, models.clusters, k=args.knn), _env_config(args))
     return write_sidd_submission(to_uint8(flat).reshape(blocks.shape), args.out_dir)
 
 

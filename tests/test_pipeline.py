@@ -1,0 +1,52 @@
+"""Pipeline pieces below the CLI: the do-no-harm check on the trained agent."""
+from types import SimpleNamespace
+
+import numpy as np
+import tensorflow as tf
+
+from pipeline import RunState, _check_agent
+from rl.envs.latent_filter import LatentFilterEnv, filter_images, image_psnr
+from tests.test_latent_filter import _cfg, _crops, _noisy, _toy_model
+
+
+class FullPull:
+    """A stand-in agent that always pulls every latent all the way to its neighbours."""
+
+    def act(self, states, deterministic=True):
+        return np.ones((len(states), 3), np.float32)
+
+
+def _setup(tmp_path, bank_images):
+    clean = _crops(6)
+    noisy = _noisy(clean)
+    data = SimpleNamespace(train_pairs=lambda: tf.data.Dataset.from_tensor_slices((noisy, clean)))
+    args = SimpleNamespace(agent_check_images=4, agent_images=2, max_train_images=None, colour=True)
+    env = LatentFilterEnv(_toy_model(bank_images(clean)), _cfg())
+    return args, data, env, RunState(tmp_path / "state.json"), noisy, clean
+
+
+def test_agent_that_helps_on_held_out_pairs_is_kept(tmp_path):
+    args, data, env, state, _, _ = _setup(tmp_path, lambda clean: clean)  # neighbours: the clean patches
+    assert _check_agent(args, data, 0, env, FullPull(), state)
+    check = state.done["round0/agent_check"]
+    assert check["kept"] and check["images"] == 4 and check["agent_psnr"] > check["vae_psnr"]
+
+
+def test_agent_that_hurts_is_dropped_and_the_decision_survives_resume(tmp_path):
+    args, data, env, state, noisy, clean = _setup(tmp_path, lambda clean: np.zeros_like(clean))  # neighbours: black patches
+    assert not _check_agent(args, data, 0, env, FullPull(), state)
+    check = state.done["round0/agent_check"]
+    held_out = slice(2, 6)  # the pairs after the agent's own two
+    expected_vae = image_psnr(clean[held_out], filter_images(noisy[held_out], None, env.model, env.cfg)).mean()
+    np.testing.assert_allclose(check["vae_psnr"], expected_vae, rtol=1e-6)
+    assert check["agent_psnr"] < check["vae_psnr"]
+    # Resumed: the saved decision is reused (this agent would crash if it were asked again).
+    reopened = RunState(tmp_path / "state.json", state.done)
+    assert not _check_agent(args, data, 0, env, None, reopened)
+
+
+def test_check_off_or_without_held_out_pairs_keeps_the_agent(tmp_path):
+    args, data, env, state, _, _ = _setup(tmp_path, np.zeros_like)
+    assert _check_agent(SimpleNamespace(**{**vars(args), "agent_check_images": 0}), data, 0, env, FullPull(), state)
+    assert _check_agent(SimpleNamespace(**{**vars(args), "agent_images": 6}), data, 0, env, FullPull(), state)
+    assert "round0/agent_check" not in state.done
