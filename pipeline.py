@@ -269,10 +269,7 @@ def _round_input_pairs(args, data: RunData, r: int):
 
 def _batched_pairs(args, data: RunData, r: int):
     """The training stream of round r: original pairs, plus enhanced inputs of rounds < r."""
-    ds = data.train_pairs()
-    if args.max_train_images:
-        ds = ds.take(args.max_train_images)
-    streams = [ds] + [_enhanced_pairs(args, previous) for previous in range(r)]
+    streams = [_round_input_pairs(args, data, 0)] + [_enhanced_pairs(args, previous) for previous in range(r)]
     mixed = streams[0]
     for other in streams[1:]:
         mixed = mixed.concatenate(other)
@@ -337,7 +334,10 @@ def train_round(args, data: RunData, r: int, state: RunState, previous: RoundMod
         agent = SACAgent(env.state_dim, env.action_dim, SACConfig(kl_max=args.kl_max, action_low=args.action_low), seed=seed)
         if previous is not None:
             _copy_agent(previous.agent, agent)
-        noisy, clean = _agent_images(args, data, r)
+        pairs = _agent_images(args, data, r)
+        if pairs is None:
+            raise DataError("the training set is empty")
+        noisy, clean = pairs
         episodes = args.agent_episodes or args.agent_episodes_by_round[min(r, 1)]
         LOG.info("round %d: training the agent, %d episodes on %d images", r, episodes, len(noisy))
         from tqdm import tqdm
@@ -370,11 +370,12 @@ def _check_agent(args, data: RunData, r: int, env, agent, state: RunState) -> bo
         return True
     if state.finished(phase):
         return bool(state.done[phase]["kept"])
-    noisy, clean = _agent_images(args, data, r, skip=args.agent_images, take=args.agent_check_images)
-    if len(noisy) == 0:
+    pairs = _agent_images(args, data, r, skip=args.agent_images, take=args.agent_check_images)
+    if pairs is None:
         LOG.warning("round %d: no training pairs left after the agent's %d to check it on; keeping the agent",
                     r, args.agent_images)
         return True
+    noisy, clean = pairs
     vae_psnr = float(image_psnr(clean, filter_images(noisy, None, env.model, env.cfg)).mean())
     agent_psnr = float(image_psnr(clean, filter_images(noisy, agent, env.model, env.cfg)).mean())
     kept = agent_psnr > vae_psnr
@@ -406,21 +407,17 @@ def _clean_patch_batches(args, data: RunData):
         yield patches
 
 
-def _agent_images(args, data: RunData, r: int, skip: int = 0, take: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(input, clean) training pairs of round r's inputs, as arrays; empty arrays past the end when skip > 0."""
-    noisy, clean = [], []
-    for n, c in _round_input_pairs(args, data, r).skip(skip).take(take or args.agent_images):
-        noisy.append(n.numpy())
-        clean.append(c.numpy())
-    if not noisy and not skip:
-        raise DataError("the training set is empty")
-    if not noisy:
-        return np.zeros((0, 1, 1, 1), np.float32), np.zeros((0, 1, 1, 1), np.float32)
+def _agent_images(args, data: RunData, r: int, skip: int = 0, take: int | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+    """(input, clean) training pairs of round r's inputs as stacked arrays, or None when there are none."""
+    pairs = list(_round_input_pairs(args, data, r).skip(skip).take(take or args.agent_images).as_numpy_iterator())
+    if not pairs:
+        return None
+    noisy, clean = zip(*pairs)
     return np.stack(noisy), np.stack(clean)
 
 
 def enhance_training_set(args, data: RunData, r: int, models: RoundModels, state: RunState) -> None:
-    """Write round r's enhanced training inputs beside their clean targets (6-channel records)."""
+    """Write round r's outputs on its training inputs (round r+1's inputs) beside their clean targets (2c-channel records)."""
     from data.celeba import write_tfrecords
     from data.images import to_uint8
     from rl.envs.latent_filter import filter_images, latent_model_from_vae
@@ -429,10 +426,9 @@ def enhance_training_set(args, data: RunData, r: int, models: RoundModels, state
     if state.finished(phase):
         return
     latent = latent_model_from_vae(models.vae, models.clusters, k=args.knn)
-    ds = data.train_pairs()
-    limit = args.enhance_images or args.max_train_images
-    if limit:
-        ds = ds.take(limit)
+    ds = _round_input_pairs(args, data, r)  # round r's outputs are round r+1's inputs, as at test time
+    if args.enhance_images:
+        ds = ds.take(args.enhance_images)
     ds = ds.batch(args.images_per_batch)
 
     def records():

@@ -1,10 +1,11 @@
-"""Pipeline pieces below the CLI: the do-no-harm check on the trained agent."""
+"""Pipeline pieces below the CLI: the do-no-harm check on the trained agent, and how rounds chain."""
 from types import SimpleNamespace
 
 import numpy as np
 import tensorflow as tf
 
-from pipeline import RunState, _check_agent
+from data.celeba import write_tfrecords
+from pipeline import RunState, _agent_images, _check_agent, _round_input_pairs
 from rl.envs.latent_filter import LatentFilterEnv, filter_images, image_psnr
 from tests.test_latent_filter import _cfg, _crops, _noisy, _toy_model
 
@@ -14,6 +15,13 @@ class FullPull:
 
     def act(self, states, deterministic=True):
         return np.ones((len(states), 3), np.float32)
+
+
+class MustNotBeAsked:
+    """An agent whose use fails the test: a resumed check must reuse its saved decision."""
+
+    def act(self, states, deterministic=True):
+        raise AssertionError("the agent check ran again instead of reusing its saved decision")
 
 
 def _setup(tmp_path, bank_images):
@@ -40,9 +48,9 @@ def test_agent_that_hurts_is_dropped_and_the_decision_survives_resume(tmp_path):
     expected_vae = image_psnr(clean[held_out], filter_images(noisy[held_out], None, env.model, env.cfg)).mean()
     np.testing.assert_allclose(check["vae_psnr"], expected_vae, rtol=1e-6)
     assert check["agent_psnr"] < check["vae_psnr"]
-    # Resumed: the saved decision is reused (this agent would crash if it were asked again).
+    # Resumed: the saved decision is reused, the agent is not run again.
     reopened = RunState(tmp_path / "state.json", state.done)
-    assert not _check_agent(args, data, 0, env, None, reopened)
+    assert not _check_agent(args, data, 0, env, MustNotBeAsked(), reopened)
 
 
 def test_check_off_or_without_held_out_pairs_keeps_the_agent(tmp_path):
@@ -50,3 +58,24 @@ def test_check_off_or_without_held_out_pairs_keeps_the_agent(tmp_path):
     assert _check_agent(SimpleNamespace(**{**vars(args), "agent_check_images": 0}), data, 0, env, FullPull(), state)
     assert _check_agent(SimpleNamespace(**{**vars(args), "agent_images": 6}), data, 0, env, FullPull(), state)
     assert "round0/agent_check" not in state.done
+
+
+def test_round_r_inputs_are_round_r_minus_1_outputs(tmp_path):
+    clean = _crops(5)
+    noisy = _noisy(clean)
+    data = SimpleNamespace(train_pairs=lambda: tf.data.Dataset.from_tensor_slices((noisy, clean)))
+    args = SimpleNamespace(max_train_images=3, agent_images=2, colour=True, out_dir=tmp_path)
+    round0 = list(_round_input_pairs(args, data, 0).as_numpy_iterator())
+    assert len(round0) == 3  # --max_train_images caps round 0
+    np.testing.assert_array_equal(round0[2][0], noisy[2])
+
+    enhanced = np.clip(clean[:4] + 0.25, 0, 1)  # stands in for round 0's outputs, as enhance_training_set writes them
+    u8 = lambda x: np.rint(x * 255).astype(np.uint8)
+    write_tfrecords((np.concatenate([u8(e), u8(c)], -1) for e, c in zip(enhanced, clean[:4])),
+                    tmp_path / "enhanced" / "round0", prefix="enhanced")
+    inputs, targets = _agent_images(args, data, 1)
+    np.testing.assert_array_equal(inputs, u8(enhanced[:2]) / np.float32(255))
+    np.testing.assert_array_equal(targets, u8(clean[:2]) / np.float32(255))
+    held_out = _agent_images(args, data, 1, skip=2, take=5)
+    assert len(held_out[0]) == 2  # only what is left after the agent's own pairs
+    assert _agent_images(args, data, 1, skip=4) is None
