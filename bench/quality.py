@@ -62,6 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--crops_per_image", type=int, default=4, help="random crops per training image per pass")
     b.add_argument("--r3l_minutes", type=float, default=3.0, help="R3L training budget (0: no R3L rows)")
     b.add_argument("--r3l_episodes", type=int, default=100000, help="R3L episode cap (the time budget usually stops it)")
+    b.add_argument("--r3l_init_dncnn", default=str(shared / "weights" / "dncnn" / "dncnn_gray_sigma25.mat"),
+                   help="DnCNN .mat to start R3L from (as the authors; from scratch when absent)")
+    b.add_argument("--r3l_batch_size", type=int, default=16,
+                   help="R3L crops per episode (authors: 32; one episode of theirs takes > 10 CPU-minutes)")
+    b.add_argument("--r3l_crop", type=int, default=48, help="R3L crop size (authors: 70)")
+    b.add_argument("--r3l_update_passes", type=int, default=4, help="PPO passes per rollout (authors: 15)")
     return parser
 
 
@@ -147,11 +153,17 @@ def train_r3l(args):
 
     import experiment_r3l
 
-    r3l_args = experiment_r3l.parse_args([
+    flags = [
         "--method", "r3l", "--train_dir", args.train_grey, "--max_train_minutes", str(args.r3l_minutes),
         "--episodes", str(args.r3l_episodes), "--out_dir", str(Path(args.out_dir) / "r3l"), "--seed", str(args.seed),
-        "--no_images",
-    ])
+        "--batch_size", str(args.r3l_batch_size), "--crop", str(args.r3l_crop),
+        "--update_passes", str(args.r3l_update_passes), "--no_images",
+    ]
+    if args.r3l_init_dncnn and Path(args.r3l_init_dncnn).is_file():
+        flags += ["--init_dncnn", args.r3l_init_dncnn]
+    else:
+        print(f"R3L starts from scratch (no DnCNN weights at {args.r3l_init_dncnn})")
+    r3l_args = experiment_r3l.parse_args(flags)
     train_images, _ = experiment_r3l.load_images(r3l_args.train_dir, "train", "--train_dir")
     net, optimizer, trainer, env, extra = experiment_r3l.build(r3l_args, 1)
     ckpt = tf.train.Checkpoint(network=net, optimizer=optimizer, episode=tf.Variable(0, dtype=tf.int64), **extra)

@@ -8,6 +8,10 @@ averaged over the 8 flips/rotations). The networks have the default sizes (laten
 amount of work. BM3D is the optional `bm3d` package (`bm3d_rgb`, the noise std given);
 without it the bench says so and times the rest. Images/s are medians over --repeats.
 
+Compute floor: the VAE's floating-point operations per image (from its layer shapes) over
+the rate of a large float32 matmul on this machine, i.e. the least time any implementation of
+the VAE alone could take here; with BM3D's time it bounds the reachable ratio.
+
 Training: VAE training patch pairs/s of `models.training.train_vae` (all loss terms,
 lambda_eq 0.1 as the pipeline's default), from the time difference of two runs of
 different lengths after a warm-up run (so tracing and start-up are not counted).
@@ -46,6 +50,13 @@ def make_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return clean, noisy
 
 
+def patches_per_image(block: int = 16, overlap: int = 4) -> int:
+    """Patches the pipeline cuts from one SIZE x SIZE image (its default block and overlap)."""
+    from data.patches import make_grid
+
+    return make_grid(SIZE, SIZE, block, overlap, 1, 3).patches_per_image
+
+
 def median_seconds(fn, repeats: int) -> float:
     fn()  # warm-up: tracing, first allocations
     times = []
@@ -76,6 +87,34 @@ def build_rse_rl(noisy: np.ndarray, seed: int):
     env = LatentFilterEnv(latent, env_cfg)
     agent = SACAgent(env.state_dim, env.action_dim, SACConfig(), seed=seed)
     return vae, latent, agent, env_cfg
+
+
+def vae_flops_per_patch(vae) -> int:
+    """Floating-point operations (2 per multiply-add) of one patch through every encoder, T and
+    decoder, from the layer shapes: a convolution applies its kernel at every output position, a
+    transposed one at every input position. Biases and activations are left out (a lower bound)."""
+    import keras
+
+    macs = 0
+    for sub in vae.submodels().values():
+        for layer in sub.layers:
+            if isinstance(layer, keras.layers.Conv2DTranspose):
+                macs += int(np.prod(layer.input.shape[1:3])) * int(np.prod(layer.kernel.shape))
+            elif isinstance(layer, keras.layers.Conv2D):
+                macs += int(np.prod(layer.output.shape[1:3])) * int(np.prod(layer.kernel.shape))
+            elif isinstance(layer, keras.layers.Dense):
+                macs += int(np.prod(layer.kernel.shape))
+    return 2 * macs
+
+
+def matmul_rate(repeats: int, n: int = 1024) -> float:
+    """FLOP/s of a compiled float32 n x n matmul: about what this machine's cores sustain at best."""
+    import tensorflow as tf
+
+    a = tf.random.stateless_normal((n, n), seed=(0, 1))
+    b = tf.random.stateless_normal((n, n), seed=(0, 2))
+    matmul = tf.function(tf.matmul)
+    return 2 * n ** 3 / median_seconds(lambda: matmul(a, b).numpy(), max(repeats, 5))
 
 
 def training_rate(steps: int, batch: int, seed: int) -> float:
@@ -144,6 +183,14 @@ def main(argv=None) -> None:
         rse, ref = rows[0][1], rows[-1][1]
         print(f"ratio RSE-RL (VAE + agent) / BM3D: {rse / ref:.1f}x  (goal >= 50x)")
         print(f"ratio RSE-RL exact D4 / BM3D:       {rows[2][1] / ref:.1f}x")
+    flops = vae_flops_per_patch(vae) * patches_per_image()
+    peak = matmul_rate(args.repeats)
+    floor = flops / peak
+    print(f"VAE compute per image: {flops / 1e9:.1f} GFLOP ({patches_per_image()} patches); "
+          f"this machine's matmul rate {peak / 1e9:.0f} GFLOP/s; so the VAE alone needs at least "
+          f"{floor:.3f} s/image here", flush=True)
+    if bm3d is not None:
+        print(f"ceiling at that floor (no agent, no overhead): {1.0 / floor / ref:.0f}x BM3D")
     rate = training_rate(args.train_steps, args.batch_size, args.seed)
     print(f"VAE training (train_vae, batch {args.batch_size}, lambda_eq 0.1): {rate:.0f} patch pairs/s")
 

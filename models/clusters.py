@@ -113,6 +113,9 @@ class ClusterIndex:
         slot = np.arange(cap)[None, None, :]
         self._valid_tf = tf.constant(slot < self.counts[..., None])  # (S, K, cap)
         self._nonempty_tf = tf.constant(self.counts > 0)
+        half_norm = np.where(slot < self.counts[..., None], -0.5 * np.sum(self.members ** 2, -1), -1e30)
+        self._members_aug_tf = tf.constant(np.concatenate([self.members, half_norm[..., None]], -1).astype(np.float32))
+        self._queries: dict[int, Callable] = {}
 
     @property
     def num_subspaces(self) -> int:
@@ -182,36 +185,51 @@ class ClusterIndex:
         Returns (neighbour_mean (P, S, L), distances (P, S, k) ascending, cluster_ids (P, S)).
         A cluster with fewer than k members uses all of them (missing distances are inf).
         """
-        t = tf.convert_to_tensor(t, tf.float32)
+        return self.query(t, k)[:3]
+
+    def query(self, t, k: int):
+        """`knn`'s three results plus each latent's distance to its cluster centre (P, S), in one call."""
         k = int(k)
         if not 1 <= k <= self.cap:
             raise DataError(f"--knn k must be in 1..{self.cap} (the per-cluster cap), got {k}")
-        ids = self.assign(t)
+        t = tf.convert_to_tensor(t, tf.float32)
+        if t.shape.rank != 3 or tuple(t.shape[1:]) != self.centres.shape[::2]:
+            raise DataError(f"latents must be (P, {self.num_subspaces}, {self.centres.shape[2]}), got {tuple(t.shape)}")
+        if k not in self._queries:  # one graph per k, traced once for any number of latents
+            spec = tf.TensorSpec((None, *self.centres.shape[::2]), tf.float32)
+            self._queries[k] = tf.function(lambda x: self._query(x, k), input_signature=[spec])
+        return self._queries[k](t)
+
+    def _query(self, t, k: int):
+        """Exact k-NN within each latent's cluster (loop over subspaces and clusters, not patches).
+
+        Ranking uses score = q.m - |m|^2 / 2 (the squared distance is |q|^2 - 2 score), one
+        matmul against the members augmented with -|m|^2 / 2 (-1e30 in empty slots), so no
+        full distance matrix is materialised.
+        """
+        centre_d = self.centre_distances(t)
+        ids = tf.argmin(centre_d, axis=-1, output_type=tf.int32)
         p = tf.shape(t)[0]
         means, dists = [], []
-        for s in range(self.num_subspaces):  # loop over subspaces and clusters, not patches
+        for s in range(self.num_subspaces):
             ts, ids_s = t[:, s], ids[:, s]
             parts = tf.dynamic_partition(ts, ids_s, self.num_clusters)
             idx_parts = tf.dynamic_partition(tf.range(p), ids_s, self.num_clusters)
             m_out, d_out = [], []
             for c in range(self.num_clusters):
-                q, mem, valid = parts[c], self._members_tf[s, c], self._valid_tf[s, c]
-                d2 = (
-                    tf.reduce_sum(q * q, -1, keepdims=True)
-                    - 2.0 * tf.matmul(q, mem, transpose_b=True)
-                    + tf.reduce_sum(mem * mem, -1)[None]
-                )
-                d2 = tf.where(valid[None], tf.maximum(d2, 0.0), tf.constant(np.inf, tf.float32))
-                neg, nn = tf.math.top_k(-d2, k=k)
-                found = tf.math.is_finite(neg)
+                q, mem = parts[c], self._members_tf[s, c]
+                q_aug = tf.concat([q, tf.ones_like(q[:, :1])], axis=1)
+                score, nn = tf.math.top_k(tf.matmul(q_aug, self._members_aug_tf[s, c], transpose_b=True), k=k)
+                found = score > -1e29
                 w = tf.cast(found, tf.float32)
                 nn_vec = tf.gather(mem, nn)  # (n_c, k, L)
-                mean = tf.reduce_sum(nn_vec * w[..., None], 1) / tf.maximum(tf.reduce_sum(w, 1, keepdims=True), 1.0)
-                m_out.append(mean)
-                d_out.append(tf.sqrt(-neg))
+                m_out.append(tf.reduce_sum(nn_vec * w[..., None], 1) / tf.maximum(tf.reduce_sum(w, 1, keepdims=True), 1.0))
+                d2 = tf.maximum(tf.reduce_sum(q * q, -1, keepdims=True) - 2.0 * score, 0.0)
+                d_out.append(tf.where(found, tf.sqrt(d2), tf.constant(np.inf, tf.float32)))
             means.append(tf.dynamic_stitch(idx_parts, m_out))
             dists.append(tf.dynamic_stitch(idx_parts, d_out))
-        return tf.stack(means, axis=1), tf.stack(dists, axis=1), ids
+        nearest_centre = tf.gather(centre_d, ids, batch_dims=2)
+        return tf.stack(means, axis=1), tf.stack(dists, axis=1), ids, nearest_centre
 
     # -- persistence --------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:

@@ -166,7 +166,7 @@ def evaluate_patches(model: RSEVAE, noisy, clean, symmetrise: bool = False, batc
     """
     noisy = np.asarray(noisy, np.float32)
     clean = np.asarray(clean, np.float32)
-    outs = [model.denoise_patches(noisy[i:i + batch_size], symmetrise=symmetrise).numpy()
+    outs = [model.inference().denoise(noisy[i:i + batch_size], symmetrise=symmetrise)
             for i in range(0, len(noisy), batch_size)]
     out = np.concatenate(outs)
     probe = noisy[: min(len(noisy), 1024)]

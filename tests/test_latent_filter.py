@@ -224,3 +224,34 @@ def test_adapter_to_project_vae_and_cluster_index():
     np.testing.assert_allclose(env.decoded(), vae.denoise_patches(patches).numpy(), atol=1e-5)
     res = env.step(np.full((len(states), 3), 0.5, np.float32))
     assert np.isfinite(res.rewards).all()
+
+
+def test_inference_searches_neighbours_only_where_an_action_needs_them():
+    """VAE alone: no search; VAE + agent: one search per step (the state it acts on), none after the last."""
+    import dataclasses
+
+    clean = _crops(n=2)
+    model = _toy_model(clean)
+    calls = []
+
+    def counting_knn(t):
+        calls.append(len(t))
+        return model.knn(t)
+
+    counted = dataclasses.replace(model, knn=counting_knn)
+    cfg = _cfg(steps=3)
+    env = LatentFilterEnv(counted, cfg)
+    agent = SACAgent(env.state_dim, env.action_dim, SACConfig(hidden=(16,)), seed=0)
+    noisy = _noisy(clean)
+    with_agent = filter_images(noisy, agent, counted, cfg)
+    assert len(calls) == cfg.steps
+    calls.clear()
+    filter_images(noisy, None, counted, cfg)
+    assert calls == []
+    # the same images as with every search done eagerly by an environment that keeps states
+    env = LatentFilterEnv(model, cfg)
+    states = env.reset(noisy)
+    for _ in range(cfg.steps):
+        states = env.step(agent.act(states, deterministic=True)).states
+    assert states is None
+    np.testing.assert_allclose(with_agent, env.current_images(), atol=1e-6)

@@ -88,7 +88,7 @@ class FilterEnvConfig:
 
 
 class StepResult(NamedTuple):
-    states: np.ndarray  # (P, state_dim) next states
+    states: np.ndarray | None  # (P, state_dim) next states; None at the end of an inference episode
     rewards: np.ndarray | None  # (P,) total reward; None without ground truth
     done: bool
     terms: dict[str, np.ndarray]  # per-patch reward terms (empty without ground truth)
@@ -183,6 +183,11 @@ class LatentFilterEnv:
 
         `clean_images` (same shape) enables the reward; leave it out for inference.
         """
+        self.start(noisy_images, clean_images)
+        return self._states()
+
+    def start(self, noisy_images, clean_images=None) -> None:
+        """`reset` without computing the states (no neighbour search): for the VAE alone."""
         noisy = self._check_images(noisy_images, "noisy images")
         patches, self.grid = split_patches(to_model_space(noisy), self.cfg.block_size, self.cfg.overlap)
         if patches.shape[-1] != self.model.num_subspaces:
@@ -190,7 +195,7 @@ class LatentFilterEnv:
                             f"{self.model.num_subspaces} subspaces")
         self._noise = noise_estimate(patches)
         self.z = tf.convert_to_tensor(self.model.transform(self.model.encode(patches)), tf.float32)
-        self._nb = self.model.knn(self.z)
+        self._nb: Neighbours | None = None  # searched when first needed
         self.t = 0
         self._clean = None
         if clean_images is not None:
@@ -200,7 +205,6 @@ class LatentFilterEnv:
             self._clean = clean
             self._clean_patches, _ = split_patches(to_model_space(clean), self.cfg.block_size, self.cfg.overlap)
             self._mse = self._patch_mse(self.decoded())
-        return self._states()
 
     def step(self, actions) -> StepResult:
         """Apply one filtering step with actions (P, m) in [0, 1]."""
@@ -210,13 +214,13 @@ class LatentFilterEnv:
         p = int(self.z.shape[0])
         if a.shape != (p, self.action_dim):
             raise DataError(f"actions must have shape ({p}, {self.action_dim}), got {a.shape}")
-        self.z = self.z + self._gates(a) * (tf.convert_to_tensor(self._nb.mean, tf.float32) - self.z)
+        self.z = self.z + self._gates(a) * (tf.convert_to_tensor(self._neighbours().mean, tf.float32) - self.z)
         self.t += 1
         done = self.t == self.cfg.steps
-        self._nb = self.model.knn(self.z)
+        self._nb = None
         metrics = {"mean_action": float(a.mean())}
-        if self._clean is None:
-            return StepResult(self._states(), None, done, {}, metrics)
+        if self._clean is None:  # inference: no next state after the last step (nothing acts on it)
+            return StepResult(None if done else self._states(), None, done, {}, metrics)
 
         decoded = self.decoded()
         mse = self._patch_mse(decoded)
@@ -255,8 +259,13 @@ class LatentFilterEnv:
     def _patch_mse(self, decoded: np.ndarray) -> np.ndarray:
         return np.mean((decoded - self._clean_patches) ** 2, axis=(1, 2, 3)).astype(np.float32)
 
+    def _neighbours(self) -> Neighbours:
+        if self._nb is None:
+            self._nb = self.model.knn(self.z)
+        return self._nb
+
     def _states(self) -> np.ndarray:
-        nb = self._nb
+        nb = self._neighbours()
         p = int(self.z.shape[0])
         k, steps = self.model.num_clusters, self.cfg.steps
         cluster_1hot = tf.one_hot(tf.cast(nb.cluster_id, tf.int32), k, dtype=tf.float32)
@@ -297,9 +306,10 @@ def filter_images(noisy_images, agent, latent_model: LatentModel,
 
 
 def _filter_batch(env: LatentFilterEnv, agent, noisy: np.ndarray) -> np.ndarray:
-    states = env.reset(noisy)
     if agent is None:  # all gates 0: the latents never move, no step (nor neighbour search) needed
+        env.start(noisy)
         return env.current_images()
+    states = env.reset(noisy)
     for _ in range(env.cfg.steps):
         states = env.step(agent.act(states, deterministic=True)).states
     return env.current_images()
@@ -397,17 +407,17 @@ def latent_model_from_vae(vae, index, k: int = 8) -> LatentModel:
         raise DataError(f"cluster index has {index.num_subspaces} subspaces, the VAE {vae.cfg.num_subspaces}")
 
     def knn(t) -> Neighbours:
-        mean, dists, ids = index.knn(t, k)
-        centre_d = tf.gather(index.centre_distances(t), ids, batch_dims=2)
+        mean, dists, ids, centre_d = index.query(t, k)
         finite = tf.math.is_finite(dists)
         mean_d = (tf.reduce_sum(tf.where(finite, dists, 0.0), -1)
                   / tf.maximum(tf.reduce_sum(tf.cast(finite, tf.float32), -1), 1.0))
         return Neighbours(mean, ids, centre_d, mean_d)
 
+    compiled = vae.inference()  # XLA-compiled, shared by every LatentModel of this VAE
     return LatentModel(
-        encode=lambda patches: vae.encode(patches)[0],
-        transform=vae.transform,
-        decode=vae.decode,
+        encode=compiled.encode,
+        transform=compiled.transform,
+        decode=compiled.decode,
         knn=knn,
         num_subspaces=vae.cfg.num_subspaces,
         latent_dim=vae.cfg.latent_dim,
