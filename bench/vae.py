@@ -2,8 +2,9 @@
 
 Training: our compiled train step (all loss terms: reconstruction, clean
 reconstruction, KL, latent matching) vs `model.fit` of the same three networks
-chained as one functional model with an MSE loss. Inference: `denoise_patches`
-vs `model.predict` of the same chained network. Medians over --repeats, patches/s.
+chained as one functional model with an MSE loss. Inference: `model.inference().denoise`
+(XLA-compiled, what the pipeline and denoise.py use) vs `denoise_patches` in a plain
+tf.function and `model.predict` of the same chained network. Medians over --repeats, patches/s.
 
     python bench/vae.py [--patches 16384] [--batch 256] [--repeats 5]
 """
@@ -78,9 +79,12 @@ def main(argv=None) -> None:
     infer = tf.function(lambda x: model.denoise_patches(x))
     big = 4096
 
-    def ours_infer():
+    def graph_infer():
         for i in range(0, args.patches, big):
             infer(clean[i:i + big]).numpy()
+
+    def ours_infer():
+        model.inference().denoise(clean)
 
     def plain_infer():
         plain.predict(clean, batch_size=big, verbose=0)
@@ -88,7 +92,8 @@ def main(argv=None) -> None:
     rows = [
         ("train, ours (compiled step, all VAE losses)", _median_rate(ours_train, n_train, args.repeats)),
         ("train, plain model.fit (MSE only)", _median_rate(plain_train, n_train, args.repeats)),
-        ("infer, ours (denoise_patches)", _median_rate(ours_infer, args.patches, args.repeats)),
+        ("infer, ours (inference(): XLA, chunks of 1024)", _median_rate(ours_infer, args.patches, args.repeats)),
+        ("infer, tf.function(denoise_patches), no XLA", _median_rate(graph_infer, args.patches, args.repeats)),
         ("infer, plain model.predict", _median_rate(plain_infer, args.patches, args.repeats)),
     ]
     print(f"one subspace model, latent {args.latent_dim}, {args.patches} patches, train batch {args.batch}, "
