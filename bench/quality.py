@@ -7,15 +7,16 @@ pipeline itself (`pipeline.run` on a `RunData` built from the folders, so traini
 evaluation and the classical baselines are exactly the experiment scripts'), next to:
 the noisy input, non-local means and TV (scikit-image), BM3D (when the optional `bm3d`
 package is installed), the authors' released CelebA weights (colour) and R3L (grey;
-experiment_r3l's network, trained once at sigma 25 for --r3l_minutes and tested on the same
-noisy images). The baselines get a blind noise estimate, not the true level.
+experiment_r3l's network, started from DnCNN-25 when its weights are found, trained once at
+sigma 25 for --r3l_minutes at lighter settings than the authors' (--r3l_batch_size,
+--r3l_crop, --r3l_update_passes) and tested on the same noisy images). The baselines get a blind noise estimate, not the true level.
 
 The CPU budget is set by the pipeline's own flags (--epoch, --max_train_images,
 --agent_episodes, --recursions, ...); --smoke is the tiny one. Measured training and test
 seconds are printed. Example (the README's table):
 
-    python bench/quality.py --epoch 1 --max_train_images 64 --cluster_images 200 --agent_episodes 8 \
-        --recursions 0 --max_test_images 2 --r3l_minutes 2 --out_dir runs/quality
+    python bench/quality.py --epoch 2 --max_train_images 116 --cluster_images 200 --agent_episodes 10 \
+        --recursions 0 --max_test_images 2 --r3l_minutes 5 --out_dir runs/quality
     python bench/quality.py --smoke --max_test_images 1 --r3l_minutes 0.2   # the whole path, tiny
 """
 from __future__ import annotations
