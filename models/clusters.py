@@ -111,7 +111,6 @@ class ClusterIndex:
         self._centres_tf = tf.constant(self.centres)
         self._members_tf = tf.constant(self.members)
         slot = np.arange(cap)[None, None, :]
-        self._valid_tf = tf.constant(slot < self.counts[..., None])  # (S, K, cap)
         self._nonempty_tf = tf.constant(self.counts > 0)
         half_norm = np.where(slot < self.counts[..., None], -0.5 * np.sum(self.members ** 2, -1), -1e30)
         self._members_aug_tf = tf.constant(np.concatenate([self.members, half_norm[..., None]], -1).astype(np.float32))
