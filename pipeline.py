@@ -474,9 +474,8 @@ def evaluate(args, data: RunData, rounds: list[RoundModels]) -> dict:
     for pair in itertools.islice(data.test.open(), 1):
         for name in COMPILED_BASELINES & baselines.keys():
             baselines[name](pair.noisy)
-        for models, latent in zip(rounds, latents):
+        for models, latent in zip(rounds, latents):  # compiles what the VAE alone uses, too
             filter_images(pair.noisy[None], models.policy, latent, env_cfg)
-            filter_images(pair.noisy[None], None, latent, env_cfg)
     for pair in tqdm(data.test.open(), total=data.test.size, desc="evaluating", disable=not sys.stderr.isatty()):
         outputs: dict[str, np.ndarray] = {"noisy input": pair.noisy}
         for name, fn in baselines.items():

@@ -109,9 +109,9 @@ class ClusterIndex:
         if self.centres.shape != (s, k, l) or self.counts.shape != (s, k):
             raise DataError(f"inconsistent cluster arrays {self.centres.shape}, {self.members.shape}, {self.counts.shape}")
         self._centres_tf = tf.constant(self.centres)
-        self._members_tf = tf.constant(self.members)
         slot = np.arange(cap)[None, None, :]
         self._nonempty_tf = tf.constant(self.counts > 0)
+        # Members with -|m|^2 / 2 appended (-1e30 in empty slots): the k-NN ranking's one matmul operand.
         half_norm = np.where(slot < self.counts[..., None], -0.5 * np.sum(self.members ** 2, -1), -1e30)
         self._members_aug_tf = tf.constant(np.concatenate([self.members, half_norm[..., None]], -1).astype(np.float32))
         self._queries: dict[int, Callable] = {}
@@ -192,10 +192,11 @@ class ClusterIndex:
         if not 1 <= k <= self.cap:
             raise DataError(f"--knn k must be in 1..{self.cap} (the per-cluster cap), got {k}")
         t = tf.convert_to_tensor(t, tf.float32)
-        if t.shape.rank != 3 or tuple(t.shape[1:]) != self.centres.shape[::2]:
-            raise DataError(f"latents must be (P, {self.num_subspaces}, {self.centres.shape[2]}), got {tuple(t.shape)}")
+        row = (self.num_subspaces, self.centres.shape[2])  # (S, L) per latent
+        if t.shape.rank != 3 or tuple(t.shape[1:]) != row:
+            raise DataError(f"latents must be (P, {row[0]}, {row[1]}), got {tuple(t.shape)}")
         if k not in self._queries:  # one graph per k, traced once for any number of latents
-            spec = tf.TensorSpec((None, *self.centres.shape[::2]), tf.float32)
+            spec = tf.TensorSpec((None, *row), tf.float32)
             self._queries[k] = tf.function(lambda x: self._query(x, k), input_signature=[spec])
         return self._queries[k](t)
 
@@ -216,12 +217,12 @@ class ClusterIndex:
             idx_parts = tf.dynamic_partition(tf.range(p), ids_s, self.num_clusters)
             m_out, d_out = [], []
             for c in range(self.num_clusters):
-                q, mem = parts[c], self._members_tf[s, c]
+                q, mem_aug = parts[c], self._members_aug_tf[s, c]
                 q_aug = tf.concat([q, tf.ones_like(q[:, :1])], axis=1)
-                score, nn = tf.math.top_k(tf.matmul(q_aug, self._members_aug_tf[s, c], transpose_b=True), k=k)
+                score, nn = tf.math.top_k(tf.matmul(q_aug, mem_aug, transpose_b=True), k=k)
                 found = score > -1e29
                 w = tf.cast(found, tf.float32)
-                nn_vec = tf.gather(mem, nn)  # (n_c, k, L)
+                nn_vec = tf.gather(mem_aug[:, :-1], nn)  # (n_c, k, L)
                 m_out.append(tf.reduce_sum(nn_vec * w[..., None], 1) / tf.maximum(tf.reduce_sum(w, 1, keepdims=True), 1.0))
                 d2 = tf.maximum(tf.reduce_sum(q * q, -1, keepdims=True) - 2.0 * score, 0.0)
                 d_out.append(tf.where(found, tf.sqrt(d2), tf.constant(np.inf, tf.float32)))

@@ -10,7 +10,7 @@ from data.errors import DataError
 from data.patches import split_patches
 from models import equivariance
 from models.training import TrainConfig, evaluate_patches, train_vae
-from models.vae import VAEConfig, build_vae
+from models.vae import CompiledInference, VAEConfig, build_vae, padded_rows
 
 TINY = dict(latent_dim=8, conv_filters=(4, 8, 8, 8), dense_units=16, decoder_channels=16, deconv_filters=(8, 8, 8, 4))
 
@@ -133,9 +133,8 @@ def test_compiled_inference_matches_eager_with_few_shapes():
     """XLA path == eager methods for any row count (chunks + zero padding), compiling few shapes."""
     tf.random.set_seed(3)
     model = build_vae(VAEConfig(**TINY))
-    compiled = model.inference()
-    assert model.inference() is compiled  # built once per model
-    compiled.chunk = 64
+    assert model.inference() is model.inference()  # built once per model
+    compiled = CompiledInference(model, chunk=64)
     x = np.random.default_rng(3).random((150, 16, 16, 3)).astype(np.float32)
     for n in (0, 1, 5, 64, 65, 150):
         np.testing.assert_allclose(compiled.denoise(x[:n]), model.denoise_patches(x[:n]).numpy(), atol=1e-5)
@@ -145,9 +144,8 @@ def test_compiled_inference_matches_eager_with_few_shapes():
     np.testing.assert_allclose(compiled.decode(mean), model.decode(mean).numpy(), atol=1e-5)
     np.testing.assert_allclose(compiled.denoise(x[:9], symmetrise=True),
                                model.denoise_patches(x[:9], symmetrise=True).numpy(), atol=1e-5)
-    for n in range(1, 151, 7):
-        compiled.denoise(x[:n])
-    # rows 1..150 at chunk 64: padded shapes 64 only (the last chunk is padded up to >= 64 rows)
-    assert compiled._denoise.experimental_get_tracing_count() <= 2
+    # every chunk of any row count reaches XLA as one of 5 shapes at the default chunk of 1024
+    assert {padded_rows(n, 1024) for n in range(0, 1025)} == {64, 128, 256, 512, 1024}
+    assert [padded_rows(n, 1024) for n in (0, 1, 64, 65, 441, 1000, 1024, 5000)] == [64, 64, 64, 128, 512, 1024, 1024, 1024]
     with pytest.raises(DataError, match=r"\(P, 16, 16, 3\)"):
         compiled.denoise(x[:, :8])
