@@ -1,7 +1,9 @@
-"""Image quality metrics (PSNR, SSIM, UQI as in SPEC section 2.9) and the stage table.
+"""Image quality metrics (PSNR, SSIM, UQI: what the paper reports) and the stage table.
 
-All metrics compare uint8 images (0..255 data range) at their true size; float
-inputs in [0, 1] are rounded to uint8 first, as a saved PNG would be.
+The reported metrics compare uint8 images (0..255 data range) at their true size; float
+inputs in [0, 1] are rounded to uint8 first, as a saved PNG would be. `batch_psnr` takes
+float batches as they are (the agent's reward). Imports only `data/` (and scikit-image /
+sewar lazily), so every layer may use the metrics.
 """
 from __future__ import annotations
 
@@ -22,11 +24,23 @@ def _pair(clean, test) -> tuple[np.ndarray, np.ndarray]:
     return clean, test
 
 
+def batch_psnr(clean, test, data_range: float = 1.0) -> np.ndarray:
+    """(N,) PSNR in dB of two image batches (N, ...) taken as they are (no rounding); inf where equal.
+
+    The one PSNR formula: `psnr` (what the tables report) and the agent's reward both use it.
+    """
+    clean, test = np.asarray(clean, np.float64), np.asarray(test, np.float64)
+    if clean.shape != test.shape:
+        raise ValueError(f"images differ in shape: {clean.shape} vs {test.shape}")
+    mse = np.mean((clean - test) ** 2, axis=tuple(range(1, clean.ndim)))
+    with np.errstate(divide="ignore"):
+        return 10.0 * np.log10(data_range**2 / mse)
+
+
 def psnr(clean, test) -> float:
-    """PSNR in dB of one image pair, data range 255 (inf when identical)."""
+    """PSNR in dB of one image pair as saved (rounded to uint8), data range 255 (inf when identical)."""
     clean, test = _pair(clean, test)
-    mse = np.mean((clean.astype(np.float64) - test.astype(np.float64)) ** 2)
-    return math.inf if mse == 0 else float(10.0 * np.log10(255.0**2 / mse))
+    return float(batch_psnr(clean[None], test[None], 255.0)[0])
 
 
 def ssim(clean, test) -> float:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from data.errors import DataError
+from data.errors import ConfigError
+from data.pairs import tfrecord_test_set, tfrecord_train_pairs
+from data.sample import ensure_sample
 from pipeline import RunData, add_common_flags, main
 
 DEFAULTS = {"name": "celeba", "epoch": 50, "sample_epoch": 2, "latent_dim": 72, "target_psnr": 30.0, "noise": "gaussian_var"}
@@ -25,15 +27,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def validate(args: argparse.Namespace) -> None:
     if (args.train_files_path is None) != (args.test_files_path is None):
-        raise DataError("give both --train_files_path and --test_files_path, or neither (embedded sample)")
+        raise ConfigError("give both --train_files_path and --test_files_path, or neither (embedded sample)")
     if args.noise_config.model == "none":
-        raise DataError("--noise none: CelebA holds clean images only; choose a synthetic noise model")
+        raise ConfigError("--noise none: CelebA holds clean images only; choose a synthetic noise model")
 
 
 def build_data(args: argparse.Namespace) -> RunData:
-    from data.pairs import tfrecord_test_set, tfrecord_train_pairs
-    from data.sample import ensure_sample
-
     if args.train_files_path is None:
         paths = ensure_sample(args.cache_dir)
         train_dir, test_dir, name = paths.train_dir, paths.test_dir, "the embedded sample (scikit-image photos)"

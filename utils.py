@@ -1,15 +1,24 @@
-"""Run setup shared by the scripts: seeds, logging, tf.distribute strategy, atomic writes."""
+"""Machinery every layer shares: seeds, logging, the tf.distribute strategy, atomic writes,
+folder checks and the run lock, TensorBoard scalars.
+
+Imports nothing from the project but `data.errors` (which imports nothing), so any module may use it.
+"""
 from __future__ import annotations
 
 import json
 import logging
 import os
+import secrets
+import socket
 import sys
-import tempfile
+import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
+
+from data.errors import ConfigError
 
 
 def set_seeds(seed: int) -> None:
@@ -62,7 +71,7 @@ def get_strategy(kind: str = "auto"):
         if "TF_CONFIG" not in os.environ and "SLURM_JOB_ID" in os.environ:
             resolver = tf.distribute.cluster_resolver.SlurmClusterResolver()
         return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
-    raise ValueError(f"--strategy: unknown strategy {kind!r} (auto, default, mirrored, multiworker)")
+    raise ConfigError(f"--strategy: unknown strategy {kind!r} (auto, default, mirrored, multiworker)")
 
 
 def _cluster_size_from_env() -> int:
@@ -71,26 +80,46 @@ def _cluster_size_from_env() -> int:
         try:
             return len(json.loads(config).get("cluster", {}).get("worker", []))
         except json.JSONDecodeError:
-            raise ValueError("TF_CONFIG is set but is not valid JSON") from None
+            raise ConfigError("TF_CONFIG is set but is not valid JSON") from None
     if "SLURM_JOB_ID" in os.environ:
         return int(os.environ.get("SLURM_NTASKS", "1"))
     return 1
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "w") -> Path:
-    """Write a file through a temporary in the same folder, then rename: never half a file."""
+def _temporary_sibling(path: Path) -> Path:
+    """A fresh name beside `path` that keeps its ending (Keras and numpy check suffixes)."""
+    return path.with_name(f".tmp-{secrets.token_hex(6)}-{path.name}")
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path` for a library that writes to a path (Keras weights,
+    numpy archives); on success it is renamed to `path`, on failure removed: never half a file.
+
+    The library creates the file itself, so its mode follows the umask like any other file.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = _temporary_sibling(path)
     try:
-        with os.fdopen(fd, mode) as fh:
-            write(fh)
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
         raise
-    return path
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "w") -> Path:
+    """Write a file through a temporary in the same folder, then rename: never half a file.
+
+    The temporary is created with mode 0666 minus the umask (what `open` gives), not the
+    0600 of `tempfile.mkstemp`, so outputs are as readable as every other tool's.
+    """
+    with atomic_path(path) as tmp:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        with os.fdopen(fd, mode) as fh:
+            write(fh)
+    return Path(path)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
@@ -103,6 +132,78 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write(path, lambda fh: json.dump(obj, fh, indent=2, default=_json_default))
+
+
+def check_writable_folder(folder: str | os.PathLike, flag: str) -> None:
+    """ConfigError naming `flag` unless `folder` exists or can be created, and can be written.
+
+    Checked by doing it (root may write where `os.access` says no, and not into /proc):
+    the missing folders are created, a probe file is written, and all of it is removed
+    again, so a run refused later leaves nothing behind.
+    """
+    folder = Path(folder)
+    missing = []
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        missing.append(existing)
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{flag} {folder}: {existing} is a file, not a folder")
+    created: list[Path] = []
+    try:
+        for sub in reversed(missing):
+            sub.mkdir()
+            created.append(sub)
+        probe = _temporary_sibling(folder / "write-test")
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"{flag} {folder}: cannot be written ({exc.strerror or exc})") from None
+    finally:
+        for sub in reversed(created):
+            sub.rmdir()
+
+
+LOCK_FILE = ".lock"
+
+
+@contextmanager
+def folder_lock(folder: str | os.PathLike, flag: str) -> Iterator[Path]:
+    """Hold `<folder>/.lock` while a run writes into `folder`; a second run is refused (ConfigError
+    naming `flag` and the process holding it) instead of silently overwriting the first one's files.
+
+    An advisory `flock`: the kernel drops it when the holder dies, so a crashed run leaves no
+    stale lock (at most the small file, which the next run takes over). The file is removed
+    on release.
+    """
+    import fcntl
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_FILE
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise ConfigError(f"{flag} {folder}: in use by another run ({holder}); wait for it to end "
+                              f"or choose another {flag}") from None
+        try:
+            same_file = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same_file = False
+        if same_file:
+            break
+        os.close(fd)  # the previous holder removed the file between our open and our lock: retry
+    os.ftruncate(fd, 0)
+    os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode())
+    try:
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
+        os.close(fd)  # releases the lock
 
 
 def _json_default(obj: Any) -> Any:

@@ -1,7 +1,7 @@
 """How much can the agent gain at all? The filtering action's headroom for a trained round.
 
 The agent's only lever is the gated pull z <- z + a (mean of k clean neighbours - z)
-(SPEC section 2.6). For a trained VAE + clusters this prints the PSNR on the embedded
+(docs/agent.md). For a trained VAE + clusters this prints the PSNR on the embedded
 sample's test crops of: the VAE alone (a = 0), every gate held at a constant g for all
 steps, and a per-patch oracle that, for each patch, keeps whichever of a = 0 or a = g
 (one step) is closer to the clean patch. The oracle uses the ground truth, so it is an
@@ -37,8 +37,9 @@ class ConstantGates:
 
 def oracle_psnr(env, noisy: np.ndarray, clean: np.ndarray, gate: float) -> tuple[float, float]:
     """(mean PSNR, fraction of patches the pull improves) of the per-patch oracle over {0, gate}."""
+    from data.color import from_model_space, to_model_space
     from data.patches import merge_patches, split_patches
-    from rl.envs.latent_filter import from_model_space, image_psnr, to_model_space
+    from evaluation import batch_psnr
 
     env.reset(noisy)
     before = env.decoded()
@@ -48,7 +49,7 @@ def oracle_psnr(env, noisy: np.ndarray, clean: np.ndarray, gate: float) -> tuple
     better = np.mean((after - target) ** 2, axis=(1, 2, 3)) < np.mean((before - target) ** 2, axis=(1, 2, 3))
     best = np.where(better[:, None, None, None], after, before)
     images = from_model_space(merge_patches(best, env.grid))
-    return float(image_psnr(clean, images).mean()), float(better.mean())
+    return float(batch_psnr(clean, images).mean()), float(better.mean())
 
 
 def main(argv=None) -> None:
@@ -66,7 +67,10 @@ def main(argv=None) -> None:
     from data.noise import add_noise, parse_noise
     from data.sample import sample_test_images
     from models.io import load_clusters, load_model
-    from rl.envs.latent_filter import FilterEnvConfig, LatentFilterEnv, filter_images, image_psnr, latent_model_from_vae
+    from evaluation import batch_psnr
+    from rl.envs.latent_filter import FilterEnvConfig, LatentFilterEnv
+    from rl.inference import filter_images
+    from rl.vae_adapter import latent_model_from_vae
 
     vae = load_model(args.model_dir)
     latent = latent_model_from_vae(vae, load_clusters(args.model_dir), k=args.knn)
@@ -77,12 +81,12 @@ def main(argv=None) -> None:
 
     print(f"{len(clean)} sample test crops, {args.noise}({args.noise_level}), model {args.model_dir}")
     print(f"{'policy':<34} {'psnr':>8}")
-    print(f"{'noisy input':<34} {image_psnr(clean, noisy).mean():8.3f}")
-    vae_alone = float(image_psnr(clean, filter_images(noisy, None, latent, cfg)).mean())
+    print(f"{'noisy input':<34} {batch_psnr(clean, noisy).mean():8.3f}")
+    vae_alone = float(batch_psnr(clean, filter_images(noisy, None, latent, cfg)).mean())
     print(f"{'VAE alone (a = 0)':<34} {vae_alone:8.3f}")
     for g in args.gates:
         out = filter_images(noisy, ConstantGates(g, env.action_dim), latent, cfg)
-        print(f"{f'a = {g} on every patch, {cfg.steps} steps':<34} {image_psnr(clean, out).mean():8.3f}")
+        print(f"{f'a = {g} on every patch, {cfg.steps} steps':<34} {batch_psnr(clean, out).mean():8.3f}")
     for g in args.gates:
         psnr, frac = oracle_psnr(env, noisy, clean, g)
         print(f"{f'oracle per patch over {{0, {g}}}':<34} {psnr:8.3f}   ({frac:.1%} of patches improved, "

@@ -35,8 +35,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
-from data.errors import DataError  # noqa: E402
-from pipeline import RunData, add_common_flags, validate_common  # noqa: E402
+from data.errors import DataError, run_cli  # noqa: E402
+from pipeline import RunData, add_common_flags, build_run_config  # noqa: E402
+from pipeline.config import given_flags  # noqa: E402
+from pipeline.state import check_out_dir  # noqa: E402
 
 DEFAULTS = {"name": "quality", "epoch": 4, "sample_epoch": 4, "latent_dim": 72, "target_psnr": 28.0, "noise": "gaussian_var"}
 NOISES = {"var0.02": ("gaussian_var", "0.02"), "sigma25": ("sigma", "25")}
@@ -120,7 +122,7 @@ def run_data(args, task: str) -> RunData:
     return RunData(f"{Path(test_dir).name}, {args.noise_config.describe()} noise", train_pairs, test, colour=colour)
 
 
-def rse_rl_rows(base, task: str, noise_key: str, strategy) -> list[dict]:
+def rse_rl_rows(base, given: frozenset[str], task: str, noise_key: str, strategy) -> list[dict]:
     """Train + evaluate through pipeline.run; its stage rows, labelled."""
     import pipeline
 
@@ -133,10 +135,11 @@ def rse_rl_rows(base, task: str, noise_key: str, strategy) -> list[dict]:
     args.authors_weights = None
     if colour and Path(base.authors_dir).is_dir():
         args.authors_weights = base.authors_dir
-    validate_common(args, DEFAULTS)
-    data = run_data(args, task)
+    cfg = build_run_config(args, DEFAULTS, given)
+    check_out_dir(cfg)
+    data = run_data(argparse.Namespace(**cfg.flags, noise_config=cfg.noise), task)
     started = time.perf_counter()
-    report = pipeline.run(args, data, strategy)
+    report = pipeline.run(cfg, data, strategy)
     rows = []
     for stage in report["stages"]:
         rows.append({"test set": Path(getattr(args, TASKS[task][2])).name, "noise": noise_key, "method": stage["stage"],
@@ -201,46 +204,48 @@ def r3l_rows(base, denoise, train_seconds: float) -> list[dict]:
 
 
 def main(argv=None) -> int:
-    from evaluation import format_table
-    from utils import atomic_write_json, get_strategy, setup_logging
+    from utils import setup_logging
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     setup_logging()
-    try:
-        args.out_dir = args.out_dir or str(ROOT / "runs" / "quality")
-        check_folders(args)
-        strategy = get_strategy(args.strategy)
-        started = time.perf_counter()
-        rows: list[dict] = []
-        partial = Path(args.out_dir) / "quality.json"
-        for task in args.tasks:
-            for noise_key in args.noises:
-                rows += rse_rl_rows(args, task, noise_key, strategy)
-                atomic_write_json(partial, {"rows": rows, "partial": True, "argv": sys.argv})
-        if "grey" in args.tasks:
-            if args.r3l_minutes <= 0:
-                print("R3L rows skipped (--r3l_minutes 0)")
+    return run_cli(_benchmark, args, given_flags(parser, argv), argv)
+
+
+def _benchmark(args, given: frozenset[str], argv) -> None:
+    from evaluation import format_table
+    from utils import atomic_write_json, get_strategy
+
+    args.out_dir = args.out_dir or str(ROOT / "runs" / "quality")
+    check_folders(args)
+    strategy = get_strategy(args.strategy)
+    started = time.perf_counter()
+    rows: list[dict] = []
+    partial = Path(args.out_dir) / "quality.json"
+    for task in args.tasks:
+        for noise_key in args.noises:
+            rows += rse_rl_rows(args, given, task, noise_key, strategy)
+            atomic_write_json(partial, {"rows": rows, "partial": True, "argv": sys.argv})
+    if "grey" in args.tasks:
+        if args.r3l_minutes <= 0:
+            print("R3L rows skipped (--r3l_minutes 0)")
+        else:
+            try:
+                import experiment_r3l  # noqa: F401
+            except ImportError:
+                print("R3L is missing (experiment_r3l.py not importable): no R3L rows")
             else:
                 try:
-                    import experiment_r3l  # noqa: F401
-                except ImportError:
-                    print("R3L is missing (experiment_r3l.py not importable): no R3L rows")
-                else:
-                    try:
-                        denoise, seconds = train_r3l(args)
-                        rows += r3l_rows(args, denoise, seconds)
-                    except Exception as exc:  # an optional peer: report it, keep the other rows
-                        print(f"R3L failed, no R3L rows: {type(exc).__name__}: {exc}")
-        rows.sort(key=lambda r: (r["test set"], r["noise"]))
-        columns = ["test set", "noise", "method", "psnr", "ssim", "uqi", "s/image", "train s"]
-        print(format_table(rows, columns, title="Denoising quality (PSNR dB / SSIM / UQI, means over the test images)"))
-        total = time.perf_counter() - started
-        print(f"total {total:.0f} s; command: python bench/quality.py {' '.join(argv if argv is not None else sys.argv[1:])}")
-        atomic_write_json(Path(args.out_dir) / "quality.json", {"rows": rows, "total_seconds": total, "argv": sys.argv})
-    except DataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+                    denoise, seconds = train_r3l(args)
+                    rows += r3l_rows(args, denoise, seconds)
+                except Exception as exc:  # an optional peer: report it, keep the other rows
+                    print(f"R3L failed, no R3L rows: {type(exc).__name__}: {exc}")
+    rows.sort(key=lambda r: (r["test set"], r["noise"]))
+    columns = ["test set", "noise", "method", "psnr", "ssim", "uqi", "s/image", "train s"]
+    print(format_table(rows, columns, title="Denoising quality (PSNR dB / SSIM / UQI, means over the test images)"))
+    total = time.perf_counter() - started
+    print(f"total {total:.0f} s; command: python bench/quality.py {' '.join(argv if argv is not None else sys.argv[1:])}")
+    atomic_write_json(Path(args.out_dir) / "quality.json", {"rows": rows, "total_seconds": total, "argv": sys.argv})
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Denoising throughput on 256x256 colour images: RSE-RL vs BM3D, in one run; VAE training patches/s.
 
-RSE-RL is timed through the code the pipeline uses: `rl.envs.latent_filter.filter_images`
+RSE-RL is timed through the code the pipeline uses: `rl.inference.filter_images`
 (VAE + latent clusters + SAC agent, --rl_steps steps; and the VAE alone, agent=None) and
 the exact D4-equivariant mode (`models.vae.denoise_image(..., symmetrise=True)`, the VAE
 averaged over the 8 flips/rotations). The VAE alone is also timed through the model's eager
@@ -78,7 +78,8 @@ def build_rse_rl(noisy: np.ndarray, seed: int):
     from data.patches import split_patches
     from models.clusters import ClusterConfig, ClusterIndex, latent_stream_from_patches
     from models.vae import VAEConfig, build_vae
-    from rl.envs.latent_filter import FilterEnvConfig, LatentFilterEnv, latent_model_from_vae
+    from rl.envs.latent_filter import FilterEnvConfig, LatentFilterEnv
+    from rl.vae_adapter import latent_model_from_vae
     from rl.sac import SACAgent, SACConfig
     from utils import set_seeds
 
@@ -165,7 +166,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
 
     from models.vae import denoise_image
-    from rl.envs.latent_filter import filter_images
+    from rl.inference import filter_images
 
     clean, noisy = make_images(args.images, args.seed)
     vae, latent, agent, env_cfg = build_rse_rl(noisy, args.seed)

@@ -48,7 +48,7 @@ def main(argv=None) -> None:
     clean = rng.random((args.patches, 16, 16, 1)).astype(np.float32)
     noisy = np.clip(clean + rng.normal(0, 0.14, clean.shape), 0, 1).astype(np.float32)
 
-    model = build_vae(VAEConfig(channels=("Y",), latent_dim=args.latent_dim))
+    model = build_vae(VAEConfig(channels=("Y",), latent_dim=args.latent_dim, lambda_eq=0.0))  # one subspace, no D4 loss
     opt = keras.optimizers.Adam(1e-3)
     opt.build(model.trainable_variables)
 

@@ -44,3 +44,14 @@ def yuv_to_rgb(yuv):
         return tf.tensordot(yuv - _OFFSET, tf.constant(YUV_TO_RGB.T), axes=1)
     yuv = np.asarray(yuv, dtype=np.float32)
     return (yuv - _OFFSET) @ YUV_TO_RGB.T
+
+
+def to_model_space(images) -> np.ndarray:
+    """The colour space the models work in: YUV for (..., 3) RGB images; grey (..., 1) is its own (Y)."""
+    return rgb_to_yuv(images) if np.shape(images)[-1] == 3 else np.asarray(images, np.float32)
+
+
+def from_model_space(images) -> np.ndarray:
+    """Inverse of `to_model_space`, clipped to [0, 1]: displayable float32 images."""
+    out = yuv_to_rgb(images) if np.shape(images)[-1] == 3 else images
+    return np.clip(out, 0.0, 1.0).astype(np.float32)

@@ -1,22 +1,46 @@
-"""The one exception type that carries a user-facing message."""
+"""The exception types that carry a user-facing message, and the one wrapper that turns
+them into `error: <message>` and an exit status for every command-line entry point.
+
+Kept at the bottom of the import graph (it imports nothing from the project), so every
+layer may raise them.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Callable
 
 
-class DataError(ValueError):
-    """Bad input from the user: the message names the file or flag and the problem.
+class InputError(ValueError):
+    """Bad input from the user: the message names the file or flag and the problem."""
 
-    Command-line entry points catch it, print the message and exit with status 2,
-    so users never see a TensorFlow traceback for a mistake in their input.
+
+class DataError(InputError):
+    """A file or its contents is wrong: missing, unreadable, the wrong shape or key."""
+
+
+class ConfigError(InputError):
+    """A flag or a combination of flags is wrong (out of range, contradictory, a folder in use)."""
+
+
+def run_cli(run: Callable, *args, **kwargs) -> int:
+    """Call `run(*args, **kwargs)` for a command-line entry point and return its exit status.
+
+    0 on success; an `InputError` prints `error: <message>` on stderr and gives 2; an
+    `OSError` the operating system raised while writing or reading (a full disk, a folder
+    removed under the run) prints `error: <file>: <reason>` and gives 1; Ctrl-C prints
+    `interrupted` (and the interrupt's message, e.g. how to resume) and gives 130.
+    Users never see a traceback for a mistake in their input.
     """
-
-
-def run_cli(run, *args, **kwargs) -> int:
-    """Call `run(*args, **kwargs)` for a command-line entry point: 0 on success, and on a
-    DataError its message as `error: ...` on stderr and exit status 2 (no traceback)."""
-    import sys
-
     try:
         run(*args, **kwargs)
-    except DataError as exc:
+    except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as exc:
+        print(f"\ninterrupted{': ' + str(exc) if str(exc) else ''}", file=sys.stderr)
+        return 130
     return 0

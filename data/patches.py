@@ -10,6 +10,9 @@ n_rows = ceil((H - overlap) / s) patch rows; it is reflect-padded at the bottom
 (and right) to n_rows * s + overlap and cropped back after merging, so any size
 works without resizing. A 256x256 image with block 16, overlap 4 gives 21x21 patches.
 
+`map_patches` applies a patch function to whole images (tiled for bounded memory): the one
+whole-image path of every patch denoiser.
+
 Blending: each patch is weighted by linear ramps (k+1)/(o+1) over the overlap it
 shares with its predecessor and their complements over the overlap with its
 successor (weight 1 at the image border), and the weights are normalised so that
@@ -19,10 +22,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
-from data.errors import DataError
+from data.errors import ConfigError, DataError
 
 _MERGE_BLOCK_BYTES = 4 << 20  # patches merged per pass (cache-sized working set)
 
@@ -81,11 +85,11 @@ class PatchGrid:
 
 
 def check_patch_settings(block: int, overlap: int) -> None:
-    """DataError unless 0 <= overlap < block (the flags --block_size / --overlap)."""
+    """ConfigError unless 0 <= overlap < block (the flags --block_size / --overlap)."""
     if block < 1:
-        raise DataError(f"--block_size must be positive, got {block}")
+        raise ConfigError(f"--block_size must be positive, got {block}")
     if not 0 <= overlap < block:
-        raise DataError(f"--overlap must be at least 0 and smaller than --block_size ({block}), got {overlap}")
+        raise ConfigError(f"--overlap must be at least 0 and smaller than --block_size ({block}), got {overlap}")
 
 
 def make_grid(height: int, width: int, block: int, overlap: int, batch: int = 1, channels: int = 3) -> PatchGrid:
@@ -244,3 +248,45 @@ def _merge_tf(patches, grid: PatchGrid, batch: int | None):
         rows += tf.pad(chunk, [[0, 0], [k, m - 1 - k], [0, s - height], [0, 0], [0, 0]])
     out = tf.reshape(rows, [n, (nh + m - 1) * s, (nw + m - 1) * s, c])
     return out[:, : grid.height, : grid.width]
+
+
+def map_patches(images: np.ndarray, fn: Callable[[np.ndarray], np.ndarray], block: int, overlap: int,
+                tile: int | None = None, batch_size: int = 4096) -> np.ndarray:
+    """Apply a patch function to (N, H, W, C) images: split, `fn` on at most `batch_size`
+    patches at a time, blend back; the one whole-image path of every patch denoiser.
+
+    `fn` maps (P, block, block, C) to (P, block, block, C) numpy arrays. Images larger than
+    `tile` pixels (None: no tiling) go through in tiles whose origins lie on the patch grid,
+    each with a margin of whole strides (>= one block) that is discarded, so every kept pixel
+    sees the same patches and blend weights as in one pass over the whole image: the output
+    is that of one pass, while memory is bounded by the tile, not the image.
+    """
+    x = np.asarray(images, np.float32)
+    if x.ndim != 4:
+        raise DataError(f"map_patches expects (N, H, W, C) images, got shape {x.shape}")
+    _, h, w, _ = x.shape
+    make_grid(h, w, block, overlap)  # checks the settings and that one patch fits
+    stride = block - overlap
+    margin = -(-block // stride) * stride
+    step = max(stride, ((tile or 0) // stride) * stride)
+    if tile is None or (h <= step + 2 * margin and w <= step + 2 * margin):
+        return _map_region(x, fn, block, overlap, batch_size)
+    out = np.empty_like(x)
+    for y0 in range(0, h, step):
+        for x0 in range(0, w, step):  # a loop over tiles (a few per photo), not patches
+            ya, xa = max(0, y0 - margin), max(0, x0 - margin)
+            yb, xb = min(h, y0 + step + margin), min(w, x0 + step + margin)
+            # Keep the region at least one block tall/wide at the image end, on the grid.
+            ya, xa = min(ya, max(0, yb - block)), min(xa, max(0, xb - block))
+            ya, xa = ya - ya % stride, xa - xa % stride
+            res = _map_region(x[:, ya:yb, xa:xb], fn, block, overlap, batch_size)
+            ye, xe = min(h, y0 + step), min(w, x0 + step)
+            out[:, y0:ye, x0:xe] = res[:, y0 - ya:ye - ya, x0 - xa:xe - xa]
+    return out
+
+
+def _map_region(images: np.ndarray, fn, block: int, overlap: int, batch_size: int) -> np.ndarray:
+    patches, grid = split_patches(images, block, overlap)
+    out = np.concatenate([np.asarray(fn(patches[i:i + batch_size]), np.float32)
+                          for i in range(0, len(patches), batch_size)])
+    return merge_patches(out, grid)

@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from data.errors import DataError
+from utils import atomic_path
 
 LatentStream = Callable[[], Iterable[np.ndarray]]
 
@@ -233,10 +234,8 @@ class ClusterIndex:
 
     # -- persistence --------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp.npz")
-        np.savez(tmp, centres=self.centres, members=self.members, counts=self.counts, seen=self.seen)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            np.savez(tmp, centres=self.centres, members=self.members, counts=self.counts, seen=self.seen)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "ClusterIndex":

@@ -20,9 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from data.errors import DataError
+from data.errors import ConfigError, DataError
+from models.clusters import ClusterIndex
 from models.vae import RSEVAE, VAEConfig, build_vae
-from utils import atomic_write_text
+from utils import atomic_path, atomic_write_json
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
@@ -33,14 +34,9 @@ CLUSTERS_FILE = "clusters.npz"
 def save_model(model: RSEVAE, model_dir: str | os.PathLike, clusters=None) -> Path:
     """Write config, weights (and clusters if given) into model_dir; returns the directory."""
     model_dir = Path(model_dir)
-    model_dir.mkdir(parents=True, exist_ok=True)
-    tmp_weights = model_dir / f".tmp.{WEIGHTS_FILE}"
-    model.save_weights(tmp_weights)
-    os.replace(tmp_weights, model_dir / WEIGHTS_FILE)
-    atomic_write_text(
-        model_dir / CONFIG_FILE,
-        json.dumps({"format_version": FORMAT_VERSION, "vae": model.cfg.to_dict()}, indent=2),
-    )
+    with atomic_path(model_dir / WEIGHTS_FILE) as tmp:
+        model.save_weights(tmp)
+    atomic_write_json(model_dir / CONFIG_FILE, {"format_version": FORMAT_VERSION, "vae": model.cfg.to_dict()})
     if clusters is not None:
         clusters.save(model_dir / CLUSTERS_FILE)
     return model_dir
@@ -65,10 +61,8 @@ def load_model(model_dir: str | os.PathLike) -> RSEVAE:
     return model
 
 
-def load_clusters(model_dir: str | os.PathLike):
+def load_clusters(model_dir: str | os.PathLike) -> ClusterIndex | None:
     """The ClusterIndex saved beside the model, or None if there is none."""
-    from models.clusters import ClusterIndex
-
     path = Path(model_dir) / CLUSTERS_FILE
     return ClusterIndex.load(path) if path.is_file() else None
 
@@ -115,29 +109,18 @@ def _copy_in_order(target, values: list[np.ndarray], source: Path) -> None:
         w.assign(v)
 
 
-def authors_config(weights_dir: str | os.PathLike) -> VAEConfig:
-    """The VAEConfig matching the authors' release (latent size read from the files)."""
-    dirs = find_authors_channel_dirs(weights_dir)
-    values = _saved_variables(dirs["Y"] / "transform")
-    return VAEConfig(
-        latent_dim=int(values[0].shape[0]),
-        logvar_activation="softplus",
-        transform_last_activation="relu",
-        decoder_out_channels=3,
-    )
+def authors_config(latent_dim: int) -> VAEConfig:
+    """The VAEConfig of the authors' release: our sizes with their softplus log-variance head,
+    ReLU at the end of T and 3 decoder output channels (channel 0 is the patch)."""
+    return VAEConfig(latent_dim=latent_dim, logvar_activation="softplus", transform_last_activation="relu",
+                     decoder_out_channels=3)
 
 
 def import_authors_weights(weights_dir: str | os.PathLike) -> RSEVAE:
     """An RSEVAE holding the authors' Y, U and V models (their variables copied in layer order)."""
     dirs = find_authors_channel_dirs(weights_dir)
     enc_vals = {c: _saved_variables(d / "encoder") for c, d in dirs.items()}
-    latent = int(enc_vals["Y"][-1].shape[-1])
-    cfg = VAEConfig(
-        latent_dim=latent,
-        logvar_activation="softplus",
-        transform_last_activation="relu",
-        decoder_out_channels=3,
-    )
+    cfg = authors_config(latent_dim=int(enc_vals["Y"][-1].shape[-1]))
     model = build_vae(cfg)
     for s, c in enumerate(cfg.channels):
         _copy_in_order(model.encoders[s], enc_vals[c], dirs[c] / "encoder")
@@ -149,5 +132,5 @@ def import_authors_weights(weights_dir: str | os.PathLike) -> RSEVAE:
 def load_any(model_dir: str | None = None, authors_weights: str | None = None) -> RSEVAE:
     """Our saved model or the authors' weights, whichever is given (exactly one)."""
     if (model_dir is None) == (authors_weights is None):
-        raise DataError("give exactly one of --model_dir and --authors_weights")
+        raise ConfigError("give exactly one of --model_dir and --authors_weights")
     return load_model(model_dir) if model_dir is not None else import_authors_weights(authors_weights)

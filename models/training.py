@@ -11,7 +11,6 @@ restores the last checkpoint and continues with the next epoch.
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ from data.errors import DataError
 from data.patches import split_patches
 from models import equivariance
 from models.vae import RSEVAE
-from utils import TensorBoardLogger
+from utils import TensorBoardLogger, atomic_write_json
 
 
 @dataclass
@@ -34,8 +33,8 @@ class TrainConfig:
     """Optimisation settings of the VAE stage."""
 
     epochs: int = 10
-    batch_size: int = 256  # patch pairs per global step
-    learning_rate: float = 1e-3
+    batch_size: int = 128  # patch pairs per global step (split over the replicas)
+    learning_rate: float = 2e-3  # Adam
     overlap: int = 4
     shuffle_buffer: int = 20000  # patches
     steps_per_epoch: int | None = None  # None: one pass over the dataset
@@ -155,7 +154,7 @@ def train_vae(
         epoch_var.assign(epoch)
         manager.save(checkpoint_number=epoch)
         tqdm.write(f"VAE epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in means.items()))
-    (out_dir / "history.json").write_text(json.dumps({"config": asdict(cfg), "history": history}, indent=2))
+    atomic_write_json(out_dir / "history.json", {"config": asdict(cfg), "history": history})
     return history
 
 

@@ -28,7 +28,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from data.errors import DataError
+from data.errors import ConfigError, DataError
+from utils import atomic_write_json
 
 tfd = tfp.distributions
 tfb = tfp.bijectors
@@ -56,18 +57,20 @@ class SACConfig:
     batch_size: int = 256
     log_std_min: float = -5.0
     log_std_max: float = 2.0
-    action_low: float = 0.0  # < 0: actions below 0 (clipped to 0 by the env) give an exact no-op
+    # Lower end of the squashed action range [action_low, 1]. The filtering env clips to [0, 1], so at
+    # -1 a gate can be exactly 0 and the untrained policy's mean action is gate 0 (a no-op to start from).
+    action_low: float = -1.0
 
     def __post_init__(self) -> None:
         self.hidden = tuple(int(h) for h in self.hidden)
         if self.kl_max <= 0:
-            raise DataError(f"--kl_max must be positive, got {self.kl_max}")
+            raise ConfigError(f"--kl_max must be positive, got {self.kl_max}")
         if not 0 < self.backtrack_factor < 1:
-            raise DataError(f"backtrack_factor must be in (0, 1), got {self.backtrack_factor}")
+            raise ConfigError(f"backtrack_factor must be in (0, 1), got {self.backtrack_factor}")
         if not 0 < self.tau <= 1:
-            raise DataError(f"tau must be in (0, 1], got {self.tau}")
+            raise ConfigError(f"tau must be in (0, 1], got {self.tau}")
         if not 0 <= self.gamma <= 1:
-            raise DataError(f"gamma must be in [0, 1], got {self.gamma}")
+            raise ConfigError(f"gamma must be in [0, 1], got {self.gamma}")
 
 
 class ScalarLogger(Protocol):
@@ -302,9 +305,7 @@ class SACAgent:
         directory.mkdir(parents=True, exist_ok=True)
         meta = {"state_dim": self.state_dim, "action_dim": self.action_dim, "seed": self.seed,
                 "config": dataclasses.asdict(self.cfg)}
-        tmp = directory / (CONFIG_FILE + ".tmp")
-        tmp.write_text(json.dumps(meta, indent=2))
-        tmp.replace(directory / CONFIG_FILE)
+        atomic_write_json(directory / CONFIG_FILE, meta)
         self._checkpoint().write(str(directory / CHECKPOINT_PREFIX))
         return directory
 

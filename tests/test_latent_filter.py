@@ -1,6 +1,5 @@
-"""Patch-filtering environment with a toy latent model (identity encoder: latent =
+"""Patch-filtering environment and agent training with a toy latent model (identity encoder: latent =
 the patch's pixels per channel; bank = clean patches), so nothing depends on the VAE."""
-import inspect
 
 import numpy as np
 import pytest
@@ -8,12 +7,13 @@ import tensorflow as tf
 from skimage import data as skdata
 
 from data.color import rgb_to_yuv, yuv_to_rgb
-from data.errors import DataError
+from data.errors import ConfigError, DataError
 from data.patches import merge_patches, split_patches
+from rl.agent_training import AgentTrainConfig, train_agent
 from rl.envs.latent_filter import (
-    AgentTrainConfig, FilterEnvConfig, LatentFilterEnv, LatentModel, Neighbours, filter_images,
-    psnr_reward, seam_disagreement, train_agent,
+    FilterEnvConfig, LatentFilterEnv, LatentModel, Neighbours, psnr_reward, seam_disagreement,
 )
+from rl.inference import filter_images
 from rl.sac import SACAgent, SACConfig
 
 B, O, S = 4, 1, 3
@@ -120,27 +120,6 @@ def test_deblocking_zero_for_split_image_and_positive_for_disagreement():
     np.testing.assert_allclose(per_patch[target], 0.01, rtol=1e-4)
 
 
-def test_inference_takes_no_ground_truth_and_agent_none_is_vae_alone():
-    assert "clean" not in " ".join(inspect.signature(filter_images).parameters)
-    clean = _crops(n=3)
-    noisy = _noisy(clean)
-    model = _toy_model(clean)
-    cfg = _cfg()
-    env = LatentFilterEnv(model, cfg)
-    env.reset(noisy)  # no clean images: steps give no reward
-    res = env.step(np.ones((env.grid.num_patches, env.action_dim), np.float32))
-    assert res.rewards is None and res.terms == {}
-    agent = SACAgent(env.state_dim, env.action_dim, SACConfig(hidden=(16,)), seed=0)
-    out = filter_images(noisy, agent, model, cfg, batch_images=2)
-    assert out.shape == noisy.shape and out.min() >= 0 and out.max() <= 1
-    # agent=None: all gates 0, i.e. decode(T(encode(x))), the identity for the toy model
-    vae_only = filter_images(noisy, None, model, cfg)
-    np.testing.assert_allclose(vae_only, np.clip(yuv_to_rgb(rgb_to_yuv(noisy)), 0, 1), atol=1e-5)
-    # differently sized images as a list
-    outs = filter_images([noisy[0], noisy[1, :13, :10]], agent, model, cfg)
-    assert outs[1].shape == (13, 10, 3)
-
-
 def test_training_updates_from_first_episode_and_improves_on_untrained_agent():
     clean = _crops(n=4, size=16)
     noisy = _noisy(clean, sigma=0.1)
@@ -148,7 +127,8 @@ def test_training_updates_from_first_episode_and_improves_on_untrained_agent():
     cfg = _cfg(lambda_db=0.1, target_psnr=35.0)
     env = LatentFilterEnv(model, cfg)
     agent = SACAgent(env.state_dim, env.action_dim,
-                     SACConfig(hidden=(64, 64), batch_size=128, actor_lr=1e-3, critic_lr=1e-3, alpha_lr=1e-3),
+                     SACConfig(hidden=(64, 64), batch_size=128, actor_lr=1e-3, critic_lr=1e-3, alpha_lr=1e-3,
+                               action_low=0.0),  # the untrained policy's gates are ~0.5
                      seed=0)
 
     def psnr(x):
@@ -190,7 +170,7 @@ def test_gate_per_latent_dimension_and_bad_input():
     assert not changed.reshape(len(states), -1, S)[:, :, 1:].any()
     with pytest.raises(DataError, match="actions must have shape"):
         env.step(a[:, :3])
-    with pytest.raises(DataError, match="gate"):
+    with pytest.raises(ConfigError, match="gate"):
         FilterEnvConfig(gate="pixel")
     with pytest.raises(DataError, match="noisy images"):
         env.reset(np.zeros((8, 8, 3)))
@@ -200,7 +180,7 @@ def test_adapter_to_project_vae_and_cluster_index():
     from models.clusters import ClusterConfig, ClusterIndex
     from models.vae import VAEConfig, build_vae
 
-    from rl.envs.latent_filter import latent_model_from_vae
+    from rl.vae_adapter import latent_model_from_vae
 
     vae = build_vae(VAEConfig(latent_dim=8, conv_filters=(4, 8, 8, 8), dense_units=16, decoder_channels=16,
                               deconv_filters=(8, 8, 8, 4)))
@@ -224,32 +204,3 @@ def test_adapter_to_project_vae_and_cluster_index():
     np.testing.assert_allclose(env.decoded(), vae.denoise_patches(patches).numpy(), atol=1e-5)
     res = env.step(np.full((len(states), 3), 0.5, np.float32))
     assert np.isfinite(res.rewards).all()
-
-
-def test_inference_searches_neighbours_only_where_an_action_needs_them():
-    """VAE alone: no search; VAE + agent: one search per step (the state it acts on), none after the last."""
-    import dataclasses
-
-    clean = _crops(n=2)
-    model = _toy_model(clean)
-    calls = []
-
-    def counting_knn(t):
-        calls.append(len(t))
-        return model.knn(t)
-
-    counted = dataclasses.replace(model, knn=counting_knn)
-    cfg = _cfg(steps=3)
-    env = LatentFilterEnv(counted, cfg)
-    agent = SACAgent(env.state_dim, env.action_dim, SACConfig(hidden=(16,)), seed=0)
-    noisy = _noisy(clean)
-    filter_images(noisy, agent, counted, cfg)
-    assert len(calls) == cfg.steps
-    calls.clear()
-    filter_images(noisy, None, counted, cfg)
-    assert calls == []
-    # stepping by hand: no next state at the end of an inference episode, so no search for it
-    states = env.reset(noisy)
-    for _ in range(cfg.steps):
-        states = env.step(agent.act(states, deterministic=True)).states
-    assert states is None and len(calls) == cfg.steps

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from data.errors import DataError
+from data.errors import ConfigError, DataError
 from models.clusters import ClusterConfig, ClusterIndex
 from models.io import find_authors_channel_dirs, import_authors_weights, load_any, load_clusters, load_model, save_model
 from models.vae import VAEConfig, build_vae
@@ -29,7 +29,7 @@ def test_save_load_gives_identical_outputs(tmp_path):
 def test_load_errors_name_the_problem(tmp_path):
     with pytest.raises(DataError, match="not a saved model"):
         load_model(tmp_path)
-    with pytest.raises(DataError, match="exactly one"):
+    with pytest.raises(ConfigError, match="exactly one"):
         load_any(None, None)
     (tmp_path / "celeba_y_no" / "encoder").mkdir(parents=True)
     with pytest.raises(DataError, match="channel"):

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from data.errors import DataError
+from data.errors import ConfigError, DataError
 from data.patches import make_grid, merge_patches, split_patches
 
 SETTINGS = [(256, 256, 16, 4), (37, 53, 16, 4), (31, 17, 8, 3), (20, 21, 16, 12), (16, 16, 16, 0), (40, 33, 9, 5)]
@@ -69,7 +69,7 @@ def test_tf_backend_matches_numpy_eager_and_in_graph():
 
 
 def test_bad_settings_and_small_images_are_clear_errors():
-    with pytest.raises(DataError, match="--overlap"):
+    with pytest.raises(ConfigError, match="--overlap"):
         split_patches(np.zeros((1, 32, 32, 3)), 16, 16)
     with pytest.raises(DataError, match="smaller than one 16x16 patch"):
         split_patches(np.zeros((1, 12, 40, 3)), 16, 4)

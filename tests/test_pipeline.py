@@ -1,12 +1,18 @@
 """Pipeline pieces below the CLI: the do-no-harm check on the trained agent, and how rounds chain."""
+import dataclasses
 from types import SimpleNamespace
 
 import numpy as np
 import tensorflow as tf
 
 from data.celeba import write_tfrecords
-from pipeline import RunState, _agent_images, _check_agent, _round_input_pairs
-from rl.envs.latent_filter import LatentFilterEnv, filter_images, image_psnr
+from evaluation import batch_psnr
+from pipeline import RunConfig
+from pipeline.agent import check_agent
+from pipeline.state import RunState
+from pipeline.streams import agent_pairs, round_input_pairs
+from rl.envs.latent_filter import LatentFilterEnv
+from rl.inference import filter_images
 from tests.test_latent_filter import _cfg, _crops, _noisy, _toy_model
 
 
@@ -28,35 +34,35 @@ def _setup(tmp_path, bank_images):
     clean = _crops(6)
     noisy = _noisy(clean)
     data = SimpleNamespace(train_pairs=lambda: tf.data.Dataset.from_tensor_slices((noisy, clean)))
-    args = SimpleNamespace(agent_check_images=4, agent_images=2, max_train_images=None, colour=True)
+    cfg = RunConfig(agent_check_images=4, agent_images=2, env=_cfg())
     env = LatentFilterEnv(_toy_model(bank_images(clean)), _cfg())
-    return args, data, env, RunState(tmp_path / "state.json"), noisy, clean
+    return cfg, data, env, RunState(tmp_path / "state.json"), noisy, clean
 
 
 def test_agent_that_helps_on_held_out_pairs_is_kept(tmp_path):
-    args, data, env, state, _, _ = _setup(tmp_path, lambda clean: clean)  # neighbours: the clean patches
-    assert _check_agent(args, data, 0, env, FullPull(), state)
+    cfg, data, env, state, _, _ = _setup(tmp_path, lambda clean: clean)  # neighbours: the clean patches
+    assert check_agent(cfg, data, 0, FullPull(), env.model, state)
     check = state.done["round0/agent_check"]
     assert check["kept"] and check["images"] == 4 and check["agent_psnr"] > check["vae_psnr"]
 
 
 def test_agent_that_hurts_is_dropped_and_the_decision_survives_resume(tmp_path):
-    args, data, env, state, noisy, clean = _setup(tmp_path, lambda clean: np.zeros_like(clean))  # neighbours: black patches
-    assert not _check_agent(args, data, 0, env, FullPull(), state)
+    cfg, data, env, state, noisy, clean = _setup(tmp_path, lambda clean: np.zeros_like(clean))  # neighbours: black patches
+    assert not check_agent(cfg, data, 0, FullPull(), env.model, state)
     check = state.done["round0/agent_check"]
     held_out = slice(2, 6)  # the pairs after the agent's own two
-    expected_vae = image_psnr(clean[held_out], filter_images(noisy[held_out], None, env.model, env.cfg)).mean()
+    expected_vae = batch_psnr(clean[held_out], filter_images(noisy[held_out], None, env.model, env.cfg)).mean()
     np.testing.assert_allclose(check["vae_psnr"], expected_vae, rtol=1e-6)
     assert check["agent_psnr"] < check["vae_psnr"]
     # Resumed: the saved decision is reused, the agent is not run again.
-    reopened = RunState(tmp_path / "state.json", state.done)
-    assert not _check_agent(args, data, 0, env, MustNotBeAsked(), reopened)
+    reopened = RunState.open(tmp_path, resume=True, config=state.config)
+    assert not check_agent(cfg, data, 0, MustNotBeAsked(), env.model, reopened)
 
 
 def test_check_off_or_without_held_out_pairs_keeps_the_agent(tmp_path):
-    args, data, env, state, _, _ = _setup(tmp_path, np.zeros_like)
-    assert _check_agent(SimpleNamespace(**{**vars(args), "agent_check_images": 0}), data, 0, env, FullPull(), state)
-    assert _check_agent(SimpleNamespace(**{**vars(args), "agent_images": 6}), data, 0, env, FullPull(), state)
+    cfg, data, env, state, _, _ = _setup(tmp_path, np.zeros_like)
+    assert check_agent(dataclasses.replace(cfg, agent_check_images=0), data, 0, FullPull(), env.model, state)
+    assert check_agent(dataclasses.replace(cfg, agent_images=6), data, 0, FullPull(), env.model, state)
     assert "round0/agent_check" not in state.done
 
 
@@ -64,8 +70,8 @@ def test_round_r_inputs_are_round_r_minus_1_outputs(tmp_path):
     clean = _crops(5)
     noisy = _noisy(clean)
     data = SimpleNamespace(train_pairs=lambda: tf.data.Dataset.from_tensor_slices((noisy, clean)))
-    args = SimpleNamespace(max_train_images=3, agent_images=2, colour=True, out_dir=tmp_path)
-    round0 = list(_round_input_pairs(args, data, 0).as_numpy_iterator())
+    cfg = RunConfig(max_train_images=3, agent_images=2, out_dir=tmp_path)
+    round0 = list(round_input_pairs(cfg, data, 0).as_numpy_iterator())
     assert len(round0) == 3  # --max_train_images caps round 0
     np.testing.assert_array_equal(round0[2][0], noisy[2])
 
@@ -73,9 +79,9 @@ def test_round_r_inputs_are_round_r_minus_1_outputs(tmp_path):
     u8 = lambda x: np.rint(x * 255).astype(np.uint8)
     write_tfrecords((np.concatenate([u8(e), u8(c)], -1) for e, c in zip(enhanced, clean[:4])),
                     tmp_path / "enhanced" / "round0", prefix="enhanced")
-    inputs, targets = _agent_images(args, data, 1)
+    inputs, targets = agent_pairs(cfg, data, 1)
     np.testing.assert_array_equal(inputs, u8(enhanced[:2]) / np.float32(255))
     np.testing.assert_array_equal(targets, u8(clean[:2]) / np.float32(255))
-    held_out = _agent_images(args, data, 1, skip=2, take=5)
+    held_out = agent_pairs(cfg, data, 1, skip=2, take=5)
     assert len(held_out[0]) == 2  # only what is left after the agent's own pairs
-    assert _agent_images(args, data, 1, skip=4) is None
+    assert agent_pairs(cfg, data, 1, skip=4) is None

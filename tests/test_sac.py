@@ -3,7 +3,7 @@ KL trust region (and demonstrably would not without it), saves and loads exactly
 import numpy as np
 import pytest
 
-from data.errors import DataError
+from data.errors import ConfigError, DataError
 from rl.replay import ReplayBuffer
 from rl.sac import SACAgent, SACConfig
 from utils import TensorBoardLogger
@@ -31,7 +31,7 @@ def _run_bandit(cfg: SACConfig, updates: int, seed: int = 0):
 
 def _bandit_cfg(**overrides) -> SACConfig:
     base = dict(hidden=(64, 64), actor_lr=3e-3, critic_lr=3e-3, alpha_lr=3e-3,
-                batch_size=128, gamma=0.0)
+                batch_size=128, gamma=0.0, action_low=0.0)  # actions in [0, 1]^3, the targets' box
     base.update(overrides)
     return SACConfig(**base)
 
@@ -76,10 +76,12 @@ def test_save_load_gives_same_actions(tmp_path):
 
 
 def test_actions_in_unit_box_and_bad_config():
-    agent = SACAgent(4, 5, SACConfig(hidden=(8,)), seed=0)
+    agent = SACAgent(4, 5, SACConfig(hidden=(8,), action_low=0.0), seed=0)
     a = agent.act(np.random.default_rng(0).normal(size=(100, 4)) * 100)
     assert a.shape == (100, 5) and a.min() >= 0 and a.max() <= 1
-    with pytest.raises(DataError, match="kl_max"):
+    low = SACAgent(4, 5, SACConfig(hidden=(8,)), seed=0).act(np.random.default_rng(0).normal(size=(100, 4)) * 100)
+    assert low.min() >= -1 and low.max() <= 1 and low.min() < 0  # the default range [-1, 1]
+    with pytest.raises(ConfigError, match="kl_max"):
         SACConfig(kl_max=0)
     with pytest.raises(DataError, match="no saved SAC agent"):
         SACAgent.load("/nonexistent/agent")

@@ -1,5 +1,7 @@
-"""The patch-filtering environment of RSE-RL (SPEC §2.6-2.7), vectorised over all
-patches of a batch of images, plus the agent's training loop and inference path.
+"""The patch-filtering environment of RSE-RL, vectorised over all patches of a batch of images.
+
+The agent's training loop is `rl.agent_training`, inference `rl.inference`, and the
+adapter from the project's VAE and cluster index `rl.vae_adapter`.
 
 Episode (per patch, all patches of the batch at once): the latent
 z_0 = T(encode(noisy patch)) (what the VAE alone decodes) is filtered for
@@ -21,12 +23,12 @@ Reward (training only; needs the clean images), each term reported separately:
            with PSNR of the merged RGB image, broadcast to the image's patches;
   deblock: at the last step, -lambda_db * mse_scale * the patch's mean squared
            disagreement with its neighbours over their shared overlaps.
-The de-blocking term needs no ground truth; inference (`filter_images`) takes
-none and uses the deterministic (mean) action.
+The de-blocking term needs no ground truth; inference (`rl.inference.filter_images`)
+takes none and uses the deterministic (mean) action.
 
 The environment only depends on `LatentModel`, a bundle of callables, so it is
-independent of the VAE and cluster implementations; `latent_model_from_vae`
-adapts `models.vae.RSEVAE` + `models.clusters.ClusterIndex`.
+independent of the VAE and cluster implementations (`rl.vae_adapter` adapts
+`models.vae.RSEVAE` + `models.clusters.ClusterIndex`).
 """
 from __future__ import annotations
 
@@ -36,10 +38,10 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 import tensorflow as tf
 
-from data.color import rgb_to_yuv, yuv_to_rgb
-from data.errors import DataError
+from data.color import from_model_space, to_model_space
+from data.errors import ConfigError, DataError
 from data.patches import PatchGrid, merge_patches, split_patches
-from rl.replay import ReplayBuffer
+from evaluation import batch_psnr
 
 GATES = ("subspace", "latent")
 
@@ -80,11 +82,11 @@ class FilterEnvConfig:
 
     def __post_init__(self) -> None:
         if self.gate not in GATES:
-            raise DataError(f"--gate must be one of {GATES}, got {self.gate!r}")
+            raise ConfigError(f"--gate must be one of {GATES}, got {self.gate!r}")
         if self.steps < 1:
-            raise DataError(f"--rl_steps must be at least 1, got {self.steps}")
+            raise ConfigError(f"--rl_steps must be at least 1, got {self.steps}")
         if self.lambda_db < 0:
-            raise DataError(f"--lambda_db must be >= 0, got {self.lambda_db}")
+            raise ConfigError(f"--lambda_db must be >= 0, got {self.lambda_db}")
 
 
 class StepResult(NamedTuple):
@@ -96,23 +98,6 @@ class StepResult(NamedTuple):
 
 
 # ----- pure functions -------------------------------------------------------------------------
-def to_model_space(images: np.ndarray) -> np.ndarray:
-    """RGB -> YUV for colour images; grey images are their own (Y) space."""
-    return rgb_to_yuv(images) if images.shape[-1] == 3 else np.asarray(images, np.float32)
-
-
-def from_model_space(images: np.ndarray) -> np.ndarray:
-    """Inverse of `to_model_space`, clipped to [0, 1]."""
-    out = yuv_to_rgb(images) if images.shape[-1] == 3 else images
-    return np.clip(out, 0.0, 1.0).astype(np.float32)
-
-
-def image_psnr(clean: np.ndarray, test: np.ndarray) -> np.ndarray:
-    """(N,) PSNR in dB of float images in [0, 1] (data range 1)."""
-    mse = np.mean((np.asarray(clean, np.float64) - np.asarray(test, np.float64)) ** 2, axis=(1, 2, 3))
-    return 10.0 * np.log10(1.0 / np.maximum(mse, 1e-12))
-
-
 def psnr_reward(psnr: np.ndarray, target_psnr: float) -> np.ndarray:
     """The authors' image-level term clip(1.25 * (PSNR - target) + 5, -15, 5)."""
     return np.clip(1.25 * (np.asarray(psnr) - target_psnr) + 5.0, -15.0, 5.0)
@@ -230,7 +215,7 @@ class LatentFilterEnv:
         terms["psnr"], terms["deblock"] = zeros, zeros
         if done:
             images = from_model_space(merge_patches(decoded, self.grid))
-            psnr = image_psnr(self._clean, images)
+            psnr = batch_psnr(self._clean, images)
             per_patch_seam, per_image_seam = seam_disagreement(decoded, self.grid)
             terms["psnr"] = np.repeat(psnr_reward(psnr, self.cfg.target_psnr),
                                       self.grid.patches_per_image).astype(np.float32)
@@ -287,139 +272,3 @@ class LatentFilterEnv:
         if x.ndim != 4 or x.shape[-1] not in (1, 3):
             raise DataError(f"{what}: expected (N, H, W, 1 or 3) float images, got shape {x.shape}")
         return x
-
-
-# ----- inference -----------------------------------------------------------------------------
-def filter_images(noisy_images, agent, latent_model: LatentModel,
-                  cfg: FilterEnvConfig | None = None, batch_images: int = 8) -> np.ndarray:
-    """Denoise images with VAE + agent (deterministic actions); no ground truth involved.
-
-    `noisy_images`: an (N, H, W, C) array, or a sequence of (H, W, C) arrays of any
-    sizes (each processed on its own). `agent=None` gives the VAE alone (all
-    gates 0). Returns float32 images in [0, 1], in the input's layout.
-    """
-    env = LatentFilterEnv(latent_model, cfg)
-    if isinstance(noisy_images, np.ndarray) and noisy_images.ndim == 4:
-        batches = [noisy_images[i:i + batch_images] for i in range(0, len(noisy_images), batch_images)]
-        return np.concatenate([_filter_batch(env, agent, b) for b in batches], axis=0)
-    return [_filter_batch(env, agent, np.asarray(img)[None])[0] for img in noisy_images]
-
-
-def _filter_batch(env: LatentFilterEnv, agent, noisy: np.ndarray) -> np.ndarray:
-    if agent is None:  # all gates 0: the latents never move, no step (nor neighbour search) needed
-        env.start(noisy)
-        return env.current_images()
-    states = env.reset(noisy)
-    for _ in range(env.cfg.steps):
-        states = env.step(agent.act(states, deterministic=True)).states
-    return env.current_images()
-
-
-# ----- training --------------------------------------------------------------------------------
-@dataclass
-class AgentTrainConfig:
-    """The RL loop: episodes on random image batches, updates after every env step."""
-
-    episodes: int = 100
-    images_per_episode: int = 4
-    updates_per_step: int = 32
-    learning_starts: int | None = None  # transitions before the first update; None: one SAC batch
-    buffer_capacity: int = 200_000
-    seed: int = 0
-
-
-def train_agent(env: LatentFilterEnv, agent, noisy_images: np.ndarray, clean_images: np.ndarray,
-                cfg: AgentTrainConfig | None = None, logger=None,
-                progress: Callable[[int, dict], None] | None = None) -> list[dict[str, float]]:
-    """Train `agent` (an `rl.sac.SACAgent`) on (noisy, clean) image pairs; returns per-episode metrics.
-
-    Every env step adds one transition per patch (hundreds to thousands), so the
-    buffer passes `learning_starts` after the first step and SAC updates from
-    the first episode on (the authors' loop never reached its first update).
-    `logger` (an `rl.sac.ScalarLogger`) receives every update's scalars under
-    `sac/` and every episode's metrics under `env/`.
-    """
-    cfg = cfg or AgentTrainConfig()
-    noisy = np.asarray(noisy_images, np.float32)
-    clean = np.asarray(clean_images, np.float32)
-    if noisy.shape != clean.shape or noisy.ndim != 4:
-        raise DataError(f"train_agent: noisy {noisy.shape} and clean {clean.shape} must be equal (N, H, W, C)")
-    if agent.state_dim != env.state_dim or agent.action_dim != env.action_dim:
-        raise DataError(f"agent dims ({agent.state_dim}, {agent.action_dim}) do not match the "
-                        f"environment ({env.state_dim}, {env.action_dim})")
-    rng = np.random.default_rng(cfg.seed)
-    learning_starts = agent.cfg.batch_size if cfg.learning_starts is None else cfg.learning_starts
-    buffer = ReplayBuffer(cfg.buffer_capacity, env.state_dim, env.action_dim)
-    history = []
-    for episode in range(cfg.episodes):
-        idx = rng.choice(len(noisy), size=min(cfg.images_per_episode, len(noisy)), replace=False)
-        states = env.reset(noisy[idx], clean[idx])
-        totals: dict[str, float] = {}
-        update_logs: list[dict[str, float]] = []
-        done = False
-        while not done:
-            actions = agent.act(states)
-            result = env.step(actions)
-            done = result.done
-            buffer.add(states, actions, result.rewards, result.states, float(done))
-            states = result.states
-            for name, value in result.metrics.items():
-                if name.startswith("reward"):
-                    totals[name] = totals.get(name, 0.0) + value
-            if len(buffer) >= learning_starts:
-                for _ in range(cfg.updates_per_step):
-                    log = agent.update(buffer.sample(agent.cfg.batch_size, rng))
-                    update_logs.append(log)
-                    if logger is not None:
-                        _log_scalars(logger, log, int(agent.updates.numpy()), "sac/")
-        metrics = {f"return_{k[len('reward_'):] if k != 'reward' else 'total'}": v for k, v in totals.items()}
-        metrics.update(psnr=result.metrics["psnr"], seam_msd=result.metrics["seam_msd"],
-                       mean_action=result.metrics["mean_action"], updates=float(agent.updates.numpy()))
-        if update_logs:
-            for key in ("kl", "alpha", "critic_loss", "actor_loss"):
-                metrics[key] = float(np.mean([u[key] for u in update_logs]))
-            metrics["kl_max_seen"] = float(max(u["kl"] for u in update_logs))
-        history.append(metrics)
-        if logger is not None:
-            _log_scalars(logger, metrics, episode, "env/")
-        if progress is not None:
-            progress(episode, metrics)
-    return history
-
-
-def _log_scalars(logger, values: dict[str, float], step: int, prefix: str) -> None:
-    if hasattr(logger, "scalars"):
-        logger.scalars(values, step, prefix=prefix)
-    else:
-        for name, value in values.items():
-            logger.scalar(prefix + name, value, step)
-
-
-# ----- adapter to the project's VAE and cluster index -------------------------------------------
-def latent_model_from_vae(vae, index, k: int = 8) -> LatentModel:
-    """Wrap `models.vae.RSEVAE` and `models.clusters.ClusterIndex` as a `LatentModel`.
-
-    encode = the encoder mean (the deterministic latent), transform = T, decode =
-    the per-subspace decoders; knn = the index's k nearest clean latents in the
-    nearest cluster, with the distance to that cluster's centre.
-    """
-    if index.num_subspaces != vae.cfg.num_subspaces:
-        raise DataError(f"cluster index has {index.num_subspaces} subspaces, the VAE {vae.cfg.num_subspaces}")
-
-    def knn(t) -> Neighbours:
-        mean, dists, ids, centre_d = index.query(t, k)
-        finite = tf.math.is_finite(dists)
-        mean_d = (tf.reduce_sum(tf.where(finite, dists, 0.0), -1)
-                  / tf.maximum(tf.reduce_sum(tf.cast(finite, tf.float32), -1), 1.0))
-        return Neighbours(mean, ids, centre_d, mean_d)
-
-    compiled = vae.inference()  # XLA-compiled, shared by every LatentModel of this VAE
-    return LatentModel(
-        encode=compiled.encode,
-        transform=compiled.transform,
-        decode=compiled.decode,
-        knn=knn,
-        num_subspaces=vae.cfg.num_subspaces,
-        latent_dim=vae.cfg.latent_dim,
-        num_clusters=index.num_clusters,
-    )

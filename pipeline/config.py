@@ -1,0 +1,264 @@
+"""Flags -> `RunConfig`: where the experiment scripts' flags become typed configs, once.
+
+Defaults live in the config dataclasses (`VAEConfig`, `TrainConfig`, `ClusterConfig`,
+`FilterEnvConfig`, `SACConfig`, `AgentTrainConfig`, and `RunConfig` for the run's own
+settings); the flags read them. A flag named like a field of a config fills that field
+(`FLAG_NAMES` lists the few whose names differ), so a new setting is a field plus one flag.
+`--smoke` lowers the budget of every flag the user did not give; flags given explicitly win.
+Below this module nothing reads flags: the run takes a `RunConfig`.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from data.errors import ConfigError, DataError
+from data.noise import NOISE_MODELS, NoiseConfig, parse_noise
+from data.patches import check_patch_settings
+from models.clusters import ClusterConfig
+from models.training import TrainConfig
+from models.vae import VAEConfig
+from rl.agent_training import AgentTrainConfig
+from rl.envs.latent_filter import GATES, FilterEnvConfig
+from rl.sac import SACConfig
+
+BASELINES = ("nlm", "tv", "bm3d", "authors")
+AGENT_EPISODES = (40, 15)  # agent episodes in round 0 and in later rounds
+SAMPLE_AGENT_EPISODES = (20, 10)  # the same on the embedded sample (a run of minutes, not hours)
+SAMPLE_ENHANCE_IMAGES = 50  # training images enhanced per round on the embedded sample
+SMOKE = {  # --smoke: a short run through every phase; explicit flags still win
+    "epoch": 2, "max_train_images": 16, "max_test_images": 2, "agent_images": 4, "images_per_episode": 2,
+    "updates_per_step": 4, "agent_check_images": 4, "cluster_images": 8, "recursions": 1, "agent_episodes": 3,
+}
+# config field -> its flag, where the names differ (the authors' flag names, or a clearer field name)
+FLAG_NAMES: dict[type, dict[str, str]] = {
+    TrainConfig: {"epochs": "epoch"},
+    ClusterConfig: {"cap": "cluster_cap"},
+    FilterEnvConfig: {"steps": "rl_steps"},
+}
+# config fields that a flag of the same name must not fill (the flag means something else)
+NOT_FROM_FLAGS: dict[type, set[str]] = {SACConfig: {"batch_size"}}  # --batch_size is the VAE's
+AT_LEAST = {  # flag -> smallest valid value (None values mean "the default" and are not checked)
+    "latent_dim": 1, "batch_size": 1, "num_clusters": 1, "knn": 1, "rl_steps": 1, "images_per_batch": 1,
+    "agent_images": 1, "images_per_episode": 1, "updates_per_step": 1, "epoch": 1, "finetune_epochs": 1,
+    "cluster_images": 1, "cluster_cap": 1, "file_batch": 1, "agent_episodes": 1, "enhance_images": 1,
+    "max_train_images": 1, "max_test_images": 1, "recursions": 0, "agent_check_images": 0,
+}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one RSE-RL run needs, built once from the flags by `build_run_config`."""
+
+    out_dir: Path = Path("runs") / "rse_rl"
+    model_dir: Path | None = None  # None: <out_dir>/model
+    seed: int = 0
+    resume: bool = False
+    overwrite: bool = False
+    recursions: int = 1  # self-enhancement rounds after round 0
+    baselines: tuple[str, ...] = ("nlm", "tv", "bm3d")
+    authors_weights: Path | None = None
+    max_train_images: int | None = None
+    max_test_images: int | None = None
+    strategy: str = "auto"
+    images_per_batch: int = 8
+    finetune_epochs: int | None = None  # VAE epochs in rounds >= 1; None: half of train.epochs
+    cluster_images: int = 2000
+    knn: int = 8
+    symmetrise: bool = False
+    agent_episodes: tuple[int, int] = AGENT_EPISODES  # round 0, rounds >= 1
+    agent_images: int = 16
+    agent_check_images: int = 16
+    enhance_images: int | None = None  # None: every training image
+    colour: bool = True  # set from the data (`for_data`)
+    noise: NoiseConfig | None = None  # None: the dataset script picks (real pairs, or its sample's noise)
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    clusters: ClusterConfig = field(default_factory=ClusterConfig)
+    env: FilterEnvConfig = field(default_factory=FilterEnvConfig)
+    sac: SACConfig = field(default_factory=SACConfig)
+    agent_train: AgentTrainConfig = field(default_factory=AgentTrainConfig)
+    flags: Mapping[str, Any] = field(default_factory=dict)  # the effective flags (results.json "config")
+
+    @property
+    def models_dir(self) -> Path:
+        return self.model_dir or self.out_dir / "model"
+
+    def round_dir(self, r: int) -> Path:
+        return self.models_dir / f"round{r}"
+
+    def vae_epochs(self, r: int) -> int:
+        return self.train.epochs if r == 0 else (self.finetune_epochs or max(1, self.train.epochs // 2))
+
+    def for_data(self, colour: bool) -> "RunConfig":
+        """The same run on colour (Y, U, V subspaces) or grey (Y) data."""
+        return dataclasses.replace(self, colour=colour,
+                                   vae=dataclasses.replace(self.vae, channels=("Y", "U", "V") if colour else ("Y",)))
+
+    def record(self) -> dict:
+        """What state.json keeps and `--resume` compares: the effective flags and every typed config."""
+        skip = {"resume", "overwrite"}
+        configs = {name: dataclasses.asdict(getattr(self, name))
+                   for name in ("vae", "train", "clusters", "env", "sac", "agent_train")}
+        return _json_safe({"flags": {k: v for k, v in self.flags.items() if k not in skip}, "configs": configs})
+
+
+def add_common_flags(parser: argparse.ArgumentParser, defaults: Mapping[str, Any]) -> None:
+    """The flags both experiment scripts share; `defaults` holds the per-dataset values."""
+    run, vae, train, env = RunConfig, VAEConfig, TrainConfig, FilterEnvConfig
+    p = parser.add_argument_group("authors' flags (same meaning as their README)")
+    p.add_argument("--file_batch", type=int, default=5, help="TFRecord shards (or image pairs) read concurrently")
+    p.add_argument("--epoch", type=int, default=None,
+                   help=f"VAE training epochs (default {defaults['epoch']}; {defaults['sample_epoch']} on the embedded sample)")
+    p.add_argument("--latent_dim", type=int, default=defaults["latent_dim"])
+    p.add_argument("--target_psnr", type=float, default=defaults["target_psnr"], help="PSNR target of the agent's image-level reward (dB)")
+    p.add_argument("--train_files_path", default=None)
+    p.add_argument("--test_files_path", default=None)
+
+    r = parser.add_argument_group("run")
+    r.add_argument("--out_dir", default=None, help=f"results, figures, checkpoints (default runs/{defaults['name']})")
+    r.add_argument("--model_dir", default=None, help="where trained models are saved (default <out_dir>/model)")
+    r.add_argument("--seed", type=int, default=run.seed)
+    r.add_argument("--noise", default=defaults["noise"], help=f"noise model: {', '.join(NOISE_MODELS)}")
+    r.add_argument("--noise_level", default=None, help="gaussian_var: variance (0.02); sigma: std in 0..255 (25); poisson_gaussian: a,b (0.005,0.0005)")
+    r.add_argument("--recursions", type=int, default=run.recursions, help="self-enhancement rounds after round 0")
+    r.add_argument("--resume", action="store_true", help="continue an interrupted run in --out_dir")
+    r.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in --out_dir")
+    r.add_argument("--baselines", nargs="*", default=list(run.baselines), choices=BASELINES, metavar="BASELINE",
+                   help=f"any of {', '.join(BASELINES)}")
+    r.add_argument("--authors_weights", default=None, help="the authors' released VAE folder (celeba_{y,u,v}_no)")
+    r.add_argument("--smoke", action="store_true",
+                   help="a short run: tiny budgets for every flag not given (16 training, 2 test images, 2 epochs)")
+    r.add_argument("--max_train_images", type=int, default=None)
+    r.add_argument("--max_test_images", type=int, default=None)
+    r.add_argument("--strategy", default=run.strategy, choices=("auto", "default", "mirrored", "multiworker"), help="tf.distribute strategy")
+
+    m = parser.add_argument_group("method")
+    m.add_argument("--block_size", type=int, default=vae.block_size)
+    m.add_argument("--overlap", type=int, default=env.overlap)
+    m.add_argument("--batch_size", type=int, default=train.batch_size, help="patch pairs per VAE step (global, over all replicas)")
+    m.add_argument("--learning_rate", type=float, default=train.learning_rate, help="Adam rate of the VAE")
+    m.add_argument("--bn_momentum", type=float, default=vae.bn_momentum, help="BatchNorm momentum of the encoders (authors: 0.99, for long runs)")
+    m.add_argument("--images_per_batch", type=int, default=run.images_per_batch, help="images split into patches at once")
+    m.add_argument("--finetune_epochs", type=int, default=None, help="VAE epochs in rounds >= 1 (default: half of --epoch)")
+    m.add_argument("--shared_encoder", action="store_true", help="one encoder with three latent heads (paper figure)")
+    m.add_argument("--lambda_kl", type=float, default=vae.lambda_kl)
+    m.add_argument("--lambda_latent", type=float, default=vae.lambda_latent)
+    m.add_argument("--lambda_eq", type=float, default=vae.lambda_eq, help="weight of the D4 equivariance loss")
+    m.add_argument("--symmetrise", action="store_true",
+                   help="exact D4-equivariant mode for every VAE stage at test time (mean over the 8 symmetries; 8x the inference compute)")
+    m.add_argument("--num_clusters", type=int, default=ClusterConfig.num_clusters)
+    m.add_argument("--cluster_cap", type=int, default=ClusterConfig.cap, help="clean latents kept per cluster for neighbour search")
+    m.add_argument("--cluster_images", type=int, default=run.cluster_images, help="training images encoded into the latent bank")
+    m.add_argument("--knn", type=int, default=run.knn, help="clean neighbours averaged per patch")
+    m.add_argument("--rl_steps", type=int, default=env.steps, help="filtering steps per patch")
+    m.add_argument("--gate", default=env.gate, choices=GATES, help="action gates: subspace (3) or latent (3 x latent_dim)")
+    m.add_argument("--kl_max", type=float, default=SACConfig.kl_max, help="trust region: max mean KL per actor update")
+    m.add_argument("--action_low", type=float, default=SACConfig.action_low,
+                   help="lower end of the actor's squashed range; the env clips to [0, 1], so gates can be exactly 0 "
+                        "(at -1 the untrained policy's mean action is gate 0: it starts as a no-op)")
+    m.add_argument("--lambda_db", type=float, default=env.lambda_db, help="weight of the de-blocking reward term")
+    m.add_argument("--agent_episodes", type=int, default=None,
+                   help=f"SAC episodes per round (default {AGENT_EPISODES[0]}, {AGENT_EPISODES[1]} in rounds >= 1; "
+                        f"{SAMPLE_AGENT_EPISODES[0]} and {SAMPLE_AGENT_EPISODES[1]} on the embedded sample)")
+    m.add_argument("--agent_images", type=int, default=run.agent_images, help="training images the agent trains on")
+    m.add_argument("--agent_check_images", type=int, default=run.agent_check_images,
+                   help="held-out training pairs (after the agent's) on which the agent must beat the VAE alone, "
+                        "or the round filters with the VAE alone; 0 keeps the agent unchecked")
+    m.add_argument("--images_per_episode", type=int, default=AgentTrainConfig.images_per_episode)
+    m.add_argument("--updates_per_step", type=int, default=AgentTrainConfig.updates_per_step)
+    m.add_argument("--enhance_images", type=int, default=None,
+                   help=f"training images enhanced per round (default: all; {SAMPLE_ENHANCE_IMAGES} on the embedded sample)")
+
+
+def given_flags(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> frozenset[str]:
+    """The flags (argparse dests) the user typed: the same command parsed with every default suppressed."""
+    probe = copy.deepcopy(parser)
+    for action in probe._actions:  # argparse has no public way to list what was given
+        action.default = argparse.SUPPRESS
+    return frozenset(vars(probe.parse_args(argv)))
+
+
+def build_run_config(args: argparse.Namespace, defaults: Mapping[str, Any], given: frozenset[str]) -> RunConfig:
+    """The run's config from the parsed flags: dataset defaults, the sample's and --smoke's budgets
+    for flags not given, checks (ConfigError naming the flag), then the typed configs."""
+    flags = dict(vars(args))
+    sample = flags.get("train_files_path") is None
+    if flags["smoke"]:
+        flags.update({k: v for k, v in SMOKE.items() if k not in given})
+    if flags["epoch"] is None:
+        flags["epoch"] = defaults["sample_epoch"] if sample else defaults["epoch"]
+    if sample and not flags["smoke"] and flags["enhance_images"] is None:
+        flags["enhance_images"] = SAMPLE_ENHANCE_IMAGES
+    if flags["finetune_epochs"] is None:
+        flags["finetune_epochs"] = max(1, flags["epoch"] // 2)
+    if flags["authors_weights"] and "authors" not in flags["baselines"]:
+        flags["baselines"] = [*flags["baselines"], "authors"]
+    flags["out_dir"] = str(flags["out_dir"] or Path("runs") / defaults["name"])
+    _check(flags)
+    episodes = flags["agent_episodes"]
+    schedule = (episodes, episodes) if episodes else SAMPLE_AGENT_EPISODES if sample and not flags["smoke"] else AGENT_EPISODES
+    out_dir = Path(flags["out_dir"])
+    return RunConfig(
+        out_dir=out_dir,
+        model_dir=Path(flags["model_dir"]) if flags["model_dir"] else None,
+        seed=flags["seed"], resume=flags["resume"], overwrite=flags["overwrite"], recursions=flags["recursions"],
+        baselines=tuple(flags["baselines"]),
+        authors_weights=Path(flags["authors_weights"]) if flags["authors_weights"] else None,
+        max_train_images=flags["max_train_images"], max_test_images=flags["max_test_images"],
+        strategy=flags["strategy"], images_per_batch=flags["images_per_batch"],
+        finetune_epochs=flags["finetune_epochs"], cluster_images=flags["cluster_images"], knn=flags["knn"],
+        symmetrise=flags["symmetrise"], agent_episodes=schedule, agent_images=flags["agent_images"],
+        agent_check_images=flags["agent_check_images"], enhance_images=flags["enhance_images"],
+        noise=parse_noise(flags["noise"], flags["noise_level"]) if flags["noise"] is not None else None,
+        vae=config_from_flags(VAEConfig, flags),
+        train=config_from_flags(TrainConfig, flags),
+        clusters=config_from_flags(ClusterConfig, flags),
+        env=config_from_flags(FilterEnvConfig, flags),
+        sac=config_from_flags(SACConfig, flags),
+        agent_train=config_from_flags(AgentTrainConfig, flags, episodes=schedule[0]),
+        flags=flags,
+    )
+
+
+def config_from_flags(cls: type, flags: Mapping[str, Any], **fixed: Any):
+    """An instance of the config dataclass `cls` whose fields take the flags of their names (or
+    `FLAG_NAMES`), the other fields keep their defaults; `fixed` overrides both."""
+    names = FLAG_NAMES.get(cls, {})
+    skip = NOT_FROM_FLAGS.get(cls, set())
+    values = {}
+    for f in dataclasses.fields(cls):
+        flag = names.get(f.name, f.name)
+        if f.name not in skip and flags.get(flag) is not None:
+            values[f.name] = flags[flag]
+    return cls(**{**values, **fixed})
+
+
+def _check(flags: Mapping[str, Any]) -> None:
+    """Everything that can be checked before any training; ConfigError naming the flag."""
+    check_patch_settings(flags["block_size"], flags["overlap"])
+    for flag, least in AT_LEAST.items():
+        value = flags.get(flag)
+        if value is not None and value < least:
+            raise ConfigError(f"--{flag} must be at least {least}, got {value}")
+    if flags["resume"] and flags["overwrite"]:
+        raise ConfigError("--resume and --overwrite contradict each other: continue the run in --out_dir, or replace it")
+    if "authors" in flags["baselines"] and not flags["authors_weights"]:
+        raise ConfigError("--baselines authors needs --authors_weights DIR")
+    if flags["authors_weights"] and not Path(flags["authors_weights"]).is_dir():
+        raise DataError(f"--authors_weights {flags['authors_weights']}: no such folder")
+
+
+def _json_safe(value: Any) -> Any:
+    """Paths as strings, tuples as lists: the record compares equal to itself after a JSON round trip."""
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value

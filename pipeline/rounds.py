@@ -1,0 +1,125 @@
+"""One round of RSE-RL: train (round 0) or fine-tune (round r >= 1) the VAE + T, cluster the clean
+latents, train and check the agent; then enhance the round's training inputs for the next round.
+
+Every phase seeds itself from (--seed, round, phase), never from what the process did before,
+so a run resumed at a phase boundary repeats the random draws of an uninterrupted one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+
+from data.celeba import write_tfrecords
+from data.images import to_uint8
+from models.clusters import ClusterIndex, latent_stream_from_patches
+from models.io import load_clusters, load_model, save_model
+from models.training import train_vae
+from models.vae import RSEVAE, build_vae
+from pipeline.agent import agent_phase, check_agent
+from pipeline.config import RunConfig
+from pipeline.state import RunState
+from pipeline.streams import RunData, clean_patch_batches, enhanced_dir, round_input_pairs, vae_training_images
+from rl.envs.latent_filter import LatentModel
+from rl.inference import filter_images
+from rl.sac import SACAgent
+from rl.vae_adapter import latent_model_from_vae
+from utils import set_seeds
+
+LOG = logging.getLogger("rse_rl")
+PHASE_SEEDS = {"vae": 1, "clusters": 2, "agent": 3, "enhance": 4}
+
+
+def phase_seed(seed: int, round_index: int, phase: str) -> int:
+    return seed * 1000 + round_index * 10 + PHASE_SEEDS[phase]
+
+
+@dataclass
+class RoundModels:
+    """A trained round, and how it filters images (as at test time)."""
+
+    vae: RSEVAE
+    clusters: ClusterIndex
+    agent: SACAgent  # the trained agent (also the warm start of the next round's)
+    latent: LatentModel  # the VAE and clusters as the environment sees them
+    use_agent: bool = True  # False: it lowered PSNR on held-out training pairs; filter with the VAE alone
+
+    @property
+    def policy(self) -> SACAgent | None:
+        """The agent this round filters with, or None for the VAE alone (all gates 0)."""
+        return self.agent if self.use_agent else None
+
+    def apply(self, images: np.ndarray, cfg: RunConfig) -> np.ndarray:
+        """This round's output on (N, H, W, C) images (or a list of (H, W, C) images of any sizes)."""
+        return filter_images(images, self.policy, self.latent, cfg.env, symmetrise=cfg.symmetrise)
+
+
+def train_round(cfg: RunConfig, data: RunData, r: int, state: RunState, previous: RoundModels | None,
+                strategy: tf.distribute.Strategy) -> RoundModels:
+    """Train (round 0) or fine-tune (round r >= 1) VAE + T, clusters and agent."""
+    vae = _vae_phase(cfg, data, r, state, previous, strategy)
+    clusters = _clusters_phase(cfg, data, r, state, vae)
+    latent = latent_model_from_vae(vae, clusters, k=cfg.knn)
+    agent = agent_phase(cfg, data, r, latent, state, previous.agent if previous else None,
+                        seed=phase_seed(cfg.seed, r, "agent"))
+    return RoundModels(vae, clusters, agent, latent, use_agent=check_agent(cfg, data, r, agent, latent, state))
+
+
+def _vae_phase(cfg: RunConfig, data: RunData, r: int, state: RunState, previous: RoundModels | None,
+               strategy: tf.distribute.Strategy) -> RSEVAE:
+    folder = cfg.round_dir(r) / "vae"
+    if state.finished(f"round{r}/vae"):
+        LOG.info("round %d: VAE loaded from %s (finished earlier)", r, folder)
+        return load_model(folder)
+    seed = phase_seed(cfg.seed, r, "vae")
+    set_seeds(seed)
+    with strategy.scope():
+        vae = build_vae(cfg.vae)
+        if previous is not None:
+            vae(tf.zeros([1, cfg.vae.block_size, cfg.vae.block_size, cfg.vae.num_subspaces]))
+            vae.set_weights(previous.vae.get_weights())
+    train_cfg = dataclasses.replace(cfg.train, epochs=cfg.vae_epochs(r), seed=seed, progress=True)
+    LOG.info("round %d: training the VAE for %d epoch(s)", r, train_cfg.epochs)
+    history = train_vae(vae, vae_training_images(cfg, data, r), train_cfg, cfg.out_dir / "work" / f"round{r}" / "vae",
+                        resume=cfg.resume, strategy=strategy)
+    save_model(vae, folder)
+    state.mark(f"round{r}/vae", {"history": history})
+    return vae
+
+
+def _clusters_phase(cfg: RunConfig, data: RunData, r: int, state: RunState, vae: RSEVAE) -> ClusterIndex:
+    """Latent clusters of clean training patches, saved beside the round's VAE."""
+    folder = cfg.round_dir(r) / "vae"
+    if state.finished(f"round{r}/clusters"):
+        return load_clusters(folder)
+    seed = phase_seed(cfg.seed, r, "clusters")
+    set_seeds(seed)
+    LOG.info("round %d: clustering clean latents (%d clusters)", r, cfg.clusters.num_clusters)
+    stream = latent_stream_from_patches(vae, lambda: clean_patch_batches(cfg, data))
+    clusters = ClusterIndex.build(stream, dataclasses.replace(cfg.clusters, seed=seed))
+    save_model(vae, folder, clusters=clusters)
+    state.mark(f"round{r}/clusters")
+    return clusters
+
+
+def enhance_training_set(cfg: RunConfig, data: RunData, r: int, models: RoundModels, state: RunState) -> None:
+    """Write round r's outputs on its training inputs (round r+1's inputs) beside their clean targets
+    (2c-channel records)."""
+    phase = f"round{r}/enhance"
+    if state.finished(phase):
+        return
+    ds = round_input_pairs(cfg, data, r)  # round r's outputs are round r+1's inputs, as at test time
+    if cfg.enhance_images:
+        ds = ds.take(cfg.enhance_images)
+
+    def records():
+        for noisy, clean in ds.batch(cfg.images_per_batch).as_numpy_iterator():
+            for e, c in zip(to_uint8(models.apply(noisy, cfg)), to_uint8(clean)):
+                yield np.concatenate([e, c], axis=-1)
+
+    LOG.info("round %d: enhancing the training inputs for round %d", r, r + 1)
+    write_tfrecords(records(), enhanced_dir(cfg, r), prefix="enhanced", images_per_shard=500)
+    state.mark(phase)

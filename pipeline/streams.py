@@ -1,0 +1,74 @@
+"""The images each round sees: what a dataset script hands over (`RunData`), round r's inputs
+(noisy pairs in round 0, round r-1's enhanced outputs after), the VAE's training stream, the
+clean patches of the latent bank, and the agent's pairs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import numpy as np
+import tensorflow as tf
+
+from data.celeba import celeba_dataset
+from data.color import to_model_space
+from data.pairs import TestSet
+from data.patches import split_patches
+from pipeline.config import RunConfig
+
+
+@dataclass
+class RunData:
+    """What a dataset script hands to the pipeline."""
+
+    description: str
+    train_pairs: Callable[[], tf.data.Dataset]  # () -> (noisy, clean) float images in [0, 1], one pass
+    test: TestSet
+    colour: bool = True
+    benchmark_blocks: np.ndarray | None = None  # SIDD benchmark noisy blocks (40, 32, 256, 256, 3)
+
+
+def enhanced_dir(cfg: RunConfig, r: int):
+    """Where round r's outputs on its training inputs are written (round r+1's inputs)."""
+    return cfg.out_dir / "enhanced" / f"round{r}"
+
+
+def enhanced_pairs(cfg: RunConfig, r: int) -> tf.data.Dataset:
+    """Round r's enhanced training inputs beside their clean targets, as (input, clean) float pairs."""
+    c = 3 if cfg.colour else 1  # enhanced records hold (enhanced, clean) side by side: 2c channels
+    enhanced = celeba_dataset(enhanced_dir(cfg, r), expect_channels=2 * c)
+    return enhanced.map(lambda x: (tf.cast(x[..., :c], tf.float32) / 255.0, tf.cast(x[..., c:], tf.float32) / 255.0))
+
+
+def round_input_pairs(cfg: RunConfig, data: RunData, r: int) -> tf.data.Dataset:
+    """The (input, clean) pairs round r is applied to: noisy ones in round 0, round r-1's outputs after."""
+    if r:
+        return enhanced_pairs(cfg, r - 1)
+    return data.train_pairs().take(cfg.max_train_images) if cfg.max_train_images else data.train_pairs()
+
+
+def vae_training_images(cfg: RunConfig, data: RunData, r: int) -> tf.data.Dataset:
+    """The VAE's training stream in round r: original pairs, plus the enhanced inputs of rounds < r."""
+    streams = [round_input_pairs(cfg, data, 0)] + [enhanced_pairs(cfg, previous) for previous in range(r)]
+    mixed = streams[0]
+    for other in streams[1:]:
+        mixed = mixed.concatenate(other)
+    return mixed.batch(cfg.images_per_batch, drop_remainder=False)
+
+
+def clean_patch_batches(cfg: RunConfig, data: RunData) -> Iterator[np.ndarray]:
+    """Clean training images -> model-space patch batches, at most --cluster_images images."""
+    ds = data.train_pairs().map(lambda n, c: c).take(cfg.cluster_images).batch(cfg.images_per_batch)
+    for clean in ds.as_numpy_iterator():
+        patches, _ = split_patches(to_model_space(clean), cfg.vae.block_size, cfg.env.overlap)
+        yield patches
+
+
+def agent_pairs(cfg: RunConfig, data: RunData, r: int, skip: int = 0,
+                take: int | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+    """(input, clean) training pairs of round r's inputs as stacked arrays, or None when there are none."""
+    pairs = list(round_input_pairs(cfg, data, r).skip(skip).take(take or cfg.agent_images).as_numpy_iterator())
+    if not pairs:
+        return None
+    noisy, clean = zip(*pairs)
+    return np.stack(noisy), np.stack(clean)
