@@ -129,6 +129,20 @@ class ClusterIndex:
     def cap(self) -> int:
         return self.members.shape[2]
 
+    def latent_std(self) -> np.ndarray:
+        """(S, L) per-dimension std of the clean latent bank, estimated from the kept members.
+
+        Each kept member of cluster c stands for seen[c] / counts[c] latents of the bank (the
+        members are a uniform sample of their cluster), so the weighted moments are unbiased
+        for the whole bank. The `residual` action of the filtering environment is scaled by it.
+        """
+        slot = np.arange(self.cap)[None, None, :]
+        w = np.where(slot < self.counts[..., None], (self.seen / np.maximum(self.counts, 1))[..., None], 0.0)
+        w = w / np.maximum(w.sum(axis=(1, 2), keepdims=True), 1e-12)  # (S, K, cap), sums to 1 per subspace
+        mean = np.einsum("skc,skcl->sl", w, self.members)
+        var = np.einsum("skc,skcl->sl", w, (self.members - mean[:, None, None]) ** 2)
+        return np.sqrt(var).astype(np.float32)
+
     # -- building -------------------------------------------------------------------------------
     @classmethod
     def build(cls, stream: LatentStream, cfg: ClusterConfig) -> "ClusterIndex":

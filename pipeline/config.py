@@ -23,7 +23,7 @@ from models.clusters import ClusterConfig
 from models.training import TrainConfig
 from models.vae import VAEConfig
 from rl.agent_training import AgentTrainConfig
-from rl.envs.latent_filter import GATES, FilterEnvConfig
+from rl.envs.latent_filter import ACTIONS, GATES, FilterEnvConfig
 from rl.sac import SACConfig
 
 BASELINES = ("nlm", "tv", "bm3d", "authors")
@@ -156,19 +156,28 @@ def add_common_flags(parser: argparse.ArgumentParser, defaults: Mapping[str, Any
     m.add_argument("--cluster_images", type=int, default=run.cluster_images, help="training images encoded into the latent bank")
     m.add_argument("--knn", type=int, default=run.knn, help="clean neighbours averaged per patch")
     m.add_argument("--rl_steps", type=int, default=env.steps, help="filtering steps per patch")
-    m.add_argument("--gate", default=env.gate, choices=GATES, help="action gates: subspace (3) or latent (3 x latent_dim)")
+    m.add_argument("--action", default=env.action, choices=ACTIONS,
+                   help="the agent's action per patch and step: gain t*(1+beta*a), residual t+beta*s*a (s: std of the "
+                        "clean latents), both a in [-1,1]^(3 x latent_dim); knn: gated pull toward the mean of the "
+                        "k clean neighbours (the earlier design, for comparison)")
+    m.add_argument("--action_scale", type=float, default=env.action_scale, help="beta of the gain and residual actions")
+    m.add_argument("--gate", default=env.gate, choices=GATES, help="--action knn only: gates per subspace (3) or per latent dimension")
     m.add_argument("--kl_max", type=float, default=SACConfig.kl_max, help="trust region: max mean KL per actor update")
     m.add_argument("--action_low", type=float, default=SACConfig.action_low,
-                   help="lower end of the actor's squashed range; the env clips to [0, 1], so gates can be exactly 0 "
-                        "(at -1 the untrained policy's mean action is gate 0: it starts as a no-op)")
+                   help="lower end of the actor's squashed range (-1: tanh, symmetric, the untrained policy's mean "
+                        "action is 0, a no-op for every action; the knn action clips it to [0, 1], so gates can be exactly 0)")
     m.add_argument("--lambda_db", type=float, default=env.lambda_db, help="weight of the de-blocking reward term")
+    m.add_argument("--mse_scale", type=float, default=env.mse_scale,
+                   help="reward per unit decrease of a patch's MSE (and of the de-blocking term)")
     m.add_argument("--agent_episodes", type=int, default=None,
                    help=f"SAC episodes per round (default {AGENT_EPISODES[0]}, {AGENT_EPISODES[1]} in rounds >= 1; "
                         f"{SAMPLE_AGENT_EPISODES[0]} and {SAMPLE_AGENT_EPISODES[1]} on the embedded sample)")
     m.add_argument("--agent_images", type=int, default=run.agent_images, help="training images the agent trains on")
     m.add_argument("--agent_check_images", type=int, default=run.agent_check_images,
-                   help="held-out training pairs (after the agent's) on which the agent must beat the VAE alone, "
-                        "or the round filters with the VAE alone; 0 keeps the agent unchecked")
+                   help="held-out training pairs (after the agent's) for the do-no-harm checks: the agent must beat "
+                        "the VAE alone (or the round filters with the VAE alone), and a round >= 1 must beat its input, "
+                        "round r-1's output (or it is not applied and the recursion stops); left out of the VAE's "
+                        "fine-tuning in rounds >= 1; 0 turns both checks off")
     m.add_argument("--images_per_episode", type=int, default=AgentTrainConfig.images_per_episode)
     m.add_argument("--updates_per_step", type=int, default=AgentTrainConfig.updates_per_step)
     m.add_argument("--enhance_images", type=int, default=None,

@@ -1,5 +1,12 @@
 """One round of RSE-RL: train (round 0) or fine-tune (round r >= 1) the VAE + T, cluster the clean
-latents, train and check the agent; then enhance the round's training inputs for the next round.
+latents, train and check the agent, check the round (r >= 1); then enhance the round's training
+inputs for the next round.
+
+Both checks are do-no-harm rules on held-out training pairs (never test data): a round's agent
+is used only if it beats that round's VAE alone, and a round r >= 1 is applied at test time only
+if its output beats its input (round r-1's output). The held-out pairs are the
+`--agent_check_images` after the agent's own training images; they are also left out of the
+VAE's fine-tuning in rounds >= 1 (`pipeline.streams.vae_training_images`).
 
 Every phase seeds itself from (--seed, round, phase), never from what the process did before,
 so a run resumed at a phase boundary repeats the random draws of an uninterrupted one.
@@ -15,6 +22,7 @@ import tensorflow as tf
 
 from data.celeba import write_tfrecords
 from data.images import to_uint8
+from evaluation import batch_psnr
 from models.clusters import ClusterIndex, latent_stream_from_patches
 from models.io import load_clusters, load_model, save_model
 from models.training import train_vae
@@ -22,7 +30,8 @@ from models.vae import RSEVAE, build_vae
 from pipeline.agent import agent_phase, check_agent
 from pipeline.config import RunConfig
 from pipeline.state import RunState
-from pipeline.streams import RunData, clean_patch_batches, enhanced_dir, round_input_pairs, vae_training_images
+from pipeline.streams import (RunData, agent_pairs, clean_patch_batches, enhanced_dir, round_input_pairs,
+                              vae_training_images)
 from rl.envs.latent_filter import LatentModel
 from rl.inference import filter_images
 from rl.sac import SACAgent
@@ -46,6 +55,7 @@ class RoundModels:
     agent: SACAgent  # the trained agent (also the warm start of the next round's)
     latent: LatentModel  # the VAE and clusters as the environment sees them
     use_agent: bool = True  # False: it lowered PSNR on held-out training pairs; filter with the VAE alone
+    kept: bool = True  # False: round r >= 1 lowered PSNR on held-out training pairs; not applied at test time
 
     @property
     def policy(self) -> SACAgent | None:
@@ -53,7 +63,10 @@ class RoundModels:
         return self.agent if self.use_agent else None
 
     def apply(self, images: np.ndarray, cfg: RunConfig) -> np.ndarray:
-        """This round's output on (N, H, W, C) images (or a list of (H, W, C) images of any sizes)."""
+        """This round's output on (N, H, W, C) images (or a list of (H, W, C) images of any sizes);
+        a round that was not kept returns its input."""
+        if not self.kept:
+            return images
         return filter_images(images, self.policy, self.latent, cfg.env, symmetrise=cfg.symmetrise)
 
 
@@ -65,7 +78,38 @@ def train_round(cfg: RunConfig, data: RunData, r: int, state: RunState, previous
     latent = latent_model_from_vae(vae, clusters, k=cfg.knn)
     agent = agent_phase(cfg, data, r, latent, state, previous.agent if previous else None,
                         seed=phase_seed(cfg.seed, r, "agent"))
-    return RoundModels(vae, clusters, agent, latent, use_agent=check_agent(cfg, data, r, agent, latent, state))
+    models = RoundModels(vae, clusters, agent, latent, use_agent=check_agent(cfg, data, r, agent, latent, state))
+    if r:
+        models.kept = check_round(cfg, data, r, models, state)
+    return models
+
+
+def check_round(cfg: RunConfig, data: RunData, r: int, models: RoundModels, state: RunState) -> bool:
+    """Keep round r >= 1 only if its output beats its input (round r-1's output) on held-out pairs.
+
+    A second pass through an autoencoder can lose what the first one kept (docs/agent.md,
+    "Recursion"); this rule makes the recursion never worse than the round before it on
+    data it did not train on. The decision is stored in state.json and reused by --resume.
+    """
+    phase = f"round{r}/round_check"
+    if not cfg.agent_check_images:
+        return True
+    if state.finished(phase):
+        return bool(state.done[phase]["kept"])
+    pairs = agent_pairs(cfg, data, r, skip=cfg.agent_images, take=cfg.agent_check_images)
+    if pairs is None:
+        LOG.warning("round %d: no held-out training pairs to check the round on; keeping it", r)
+        return True
+    inputs, clean = pairs
+    before = float(batch_psnr(clean, inputs).mean())
+    after = float(batch_psnr(clean, models.apply(inputs, cfg)).mean())
+    kept = after > before
+    LOG.log(logging.INFO if kept else logging.WARNING,
+            "round %d: on %d held-out training pairs its output gives %.3f dB, its input (round %d's output) "
+            "%.3f dB: %s", r, len(inputs), after, r - 1, before,
+            "round kept" if kept else "round not applied at test time, and the recursion stops here")
+    state.mark(phase, {"images": len(inputs), "input_psnr": before, "output_psnr": after, "kept": kept})
+    return kept
 
 
 def _vae_phase(cfg: RunConfig, data: RunData, r: int, state: RunState, previous: RoundModels | None,

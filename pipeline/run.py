@@ -48,6 +48,10 @@ def run(cfg: RunConfig, data: RunData, strategy: tf.distribute.Strategy | None =
         if not models.use_agent:
             print(f"round {r}: the agent lowered PSNR on held-out training pairs and was dropped; "
                   f"this round filtered with the VAE alone (results.json: agent_checks)")
+        if not models.kept:
+            later = f"; rounds {r + 1}..{cfg.recursions} were not trained" if r < cfg.recursions else ""
+            print(f"round {r}: it lowered PSNR on held-out training pairs and was not applied, so its row repeats "
+                  f"round {r - 1}'s (results.json: round_checks){later}")
     print(f"results: {cfg.out_dir / 'results.json'}")
     return report
 
@@ -58,6 +62,8 @@ def _train_and_evaluate(cfg: RunConfig, data: RunData, state: RunState,
     rounds: list[RoundModels] = []
     for r in range(cfg.recursions + 1):
         rounds.append(train_round(cfg, data, r, state, rounds[-1] if rounds else None, strategy))
+        if not rounds[-1].kept:  # it lost to the round before it: later rounds would build on nothing
+            break
         if r < cfg.recursions:
             enhance_training_set(cfg, data, r, rounds[-1], state)
     train_seconds = time.perf_counter() - started
@@ -67,6 +73,7 @@ def _train_and_evaluate(cfg: RunConfig, data: RunData, state: RunState,
     report["configs"] = state.config["configs"]
     report["data"] = data.description
     report["agent_checks"] = {f"round{r}": state.done.get(f"round{r}/agent_check") for r in range(len(rounds))}
+    report["round_checks"] = {f"round{r}": state.done.get(f"round{r}/round_check") for r in range(1, len(rounds))}
     if data.benchmark_blocks is not None:
         report["submission"] = str(write_benchmark_submission(cfg, data, rounds))
     write_report(cfg.out_dir, report)

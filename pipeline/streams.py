@@ -47,9 +47,16 @@ def round_input_pairs(cfg: RunConfig, data: RunData, r: int) -> tf.data.Dataset:
     return data.train_pairs().take(cfg.max_train_images) if cfg.max_train_images else data.train_pairs()
 
 
+def without_check_pairs(cfg: RunConfig, pairs: tf.data.Dataset) -> tf.data.Dataset:
+    """`pairs` minus the held-out window the do-no-harm checks score on (after the agent's images)."""
+    return pairs.take(cfg.agent_images).concatenate(pairs.skip(cfg.agent_images + cfg.agent_check_images))
+
+
 def vae_training_images(cfg: RunConfig, data: RunData, r: int) -> tf.data.Dataset:
-    """The VAE's training stream in round r: original pairs, plus the enhanced inputs of rounds < r."""
-    streams = [round_input_pairs(cfg, data, 0)] + [enhanced_pairs(cfg, previous) for previous in range(r)]
+    """The VAE's training stream in round r: original pairs, plus the enhanced inputs of rounds < r
+    without the held-out check pairs (round r is judged on those: it must not have trained on them)."""
+    enhanced = [without_check_pairs(cfg, enhanced_pairs(cfg, previous)) for previous in range(r)]
+    streams = [round_input_pairs(cfg, data, 0)] + enhanced
     mixed = streams[0]
     for other in streams[1:]:
         mixed = mixed.concatenate(other)

@@ -34,6 +34,8 @@ def train_agent(env: LatentFilterEnv, agent: SACAgent, noisy_images: np.ndarray,
     Every env step adds one transition per patch (hundreds to thousands), so the
     buffer passes `learning_starts` after the first step and SAC updates from
     the first episode on (the authors' loop never reached its first update).
+    A fresh agent (no update yet) first fits its state normaliser on the states of
+    all training images; a warm-started one keeps the normaliser it was copied with.
     `logger` (an `rl.sac.ScalarLogger`) receives every update's scalars under
     `sac/` and every episode's metrics under `env/`.
     """
@@ -46,6 +48,8 @@ def train_agent(env: LatentFilterEnv, agent: SACAgent, noisy_images: np.ndarray,
         raise DataError(f"agent dims ({agent.state_dim}, {agent.action_dim}) do not match the "
                         f"environment ({env.state_dim}, {env.action_dim})")
     rng = np.random.default_rng(cfg.seed)
+    if int(agent.updates.numpy()) == 0:  # a fresh agent: standardise its inputs on the training images' states
+        agent.fit_state_normaliser(np.concatenate([env.reset(noisy[i:i + 8]) for i in range(0, len(noisy), 8)]))
     learning_starts = agent.cfg.batch_size if cfg.learning_starts is None else cfg.learning_starts
     buffer = ReplayBuffer(cfg.buffer_capacity, env.state_dim, env.action_dim)
     history = []
@@ -72,7 +76,8 @@ def train_agent(env: LatentFilterEnv, agent: SACAgent, noisy_images: np.ndarray,
                         _log_scalars(logger, log, int(agent.updates.numpy()), "sac/")
         metrics = {f"return_{k[len('reward_'):] if k != 'reward' else 'total'}": v for k, v in totals.items()}
         metrics.update(psnr=result.metrics["psnr"], seam_msd=result.metrics["seam_msd"],
-                       mean_action=result.metrics["mean_action"], updates=float(agent.updates.numpy()))
+                       mean_action=result.metrics["mean_action"], mean_abs_action=result.metrics["mean_abs_action"],
+                       updates=float(agent.updates.numpy()))
         if update_logs:
             for key in ("kl", "alpha", "critic_loss", "actor_loss"):
                 metrics[key] = float(np.mean([u[key] for u in update_logs]))
@@ -94,10 +99,11 @@ def _log_scalars(logger, values: dict[str, float], step: int, prefix: str) -> No
 
 
 def warm_start(target: SACAgent, source: SACAgent) -> None:
-    """Copy `source`'s actor, critics, targets and temperature into `target` (a later round's agent
-    starts from the previous round's)."""
+    """Copy `source`'s actor, critics, targets, temperature, state normaliser and update count into
+    `target` (a later round's agent starts from the previous round's)."""
     for src, dst in ((source.actor, target.actor), (source.q1, target.q1), (source.q2, target.q2),
                      (source.q1_target, target.q1_target), (source.q2_target, target.q2_target)):
         for a, b in zip(src.trainable_variables, dst.trainable_variables):
             b.assign(a)
-    target.log_alpha.assign(source.log_alpha)
+    for name in ("log_alpha", "state_shift", "state_scale", "updates"):
+        getattr(target, name).assign(getattr(source, name))

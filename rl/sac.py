@@ -141,6 +141,9 @@ class SACAgent:
         self.log_alpha = tf.Variable(np.log(self.cfg.init_alpha), dtype=tf.float32, name="log_alpha")
         self.noise = tf.random.Generator.from_seed(seed)
         self.updates = tf.Variable(0, dtype=tf.int64, name="updates")
+        # Fixed input normaliser of actor and critics: states are (s - shift) / scale (see fit_state_normaliser).
+        self.state_shift = tf.Variable(np.zeros(state_dim, np.float32), trainable=False, name="state_shift")
+        self.state_scale = tf.Variable(np.ones(state_dim, np.float32), trainable=False, name="state_scale")
 
         self._actor_vars = list(self.actor.trainable_variables)
         self._critic_vars = list(self.q1.trainable_variables) + list(self.q2.trainable_variables)
@@ -166,9 +169,26 @@ class SACAgent:
         self._update = tf.function(self._update_step, input_signature=batch_spec)
 
     # ----- policy -------------------------------------------------------------
+    def fit_state_normaliser(self, states: np.ndarray, min_std: float = 1e-6) -> None:
+        """Standardise every state feature by its mean and std over `states` (fixed from then on).
+
+        The state mixes latents, seam disagreements (~1e-4), distances and one-hots; without a
+        common scale the first layer sees mostly the largest features. Fitted once on the
+        training images' first states; kept by `save` and copied by a warm start. A feature
+        that does not vary in `states` (the step one-hot of a first step) is only centred:
+        dividing by its near-zero std would blow it up on later steps.
+        """
+        x = np.asarray(states, np.float64).reshape(-1, self.state_dim)
+        std = x.std(axis=0)
+        self.state_shift.assign(x.mean(axis=0).astype(np.float32))
+        self.state_scale.assign(np.where(std > min_std, std, 1.0).astype(np.float32))
+
+    def _normalised(self, states: tf.Tensor) -> tf.Tensor:
+        return (states - self.state_shift) / self.state_scale
+
     def gaussian(self, states: tf.Tensor) -> tfd.Distribution:
         """The pre-squash Gaussian pi(u|s) (diagonal, one event of size m per state)."""
-        out = self.actor(states)
+        out = self.actor(self._normalised(states))
         mean, raw_log_std = tf.split(out, 2, axis=-1)
         lo, hi = self.cfg.log_std_min, self.cfg.log_std_max
         log_std = lo + 0.5 * (hi - lo) * (tf.tanh(raw_log_std) + 1.0)
@@ -203,7 +223,7 @@ class SACAgent:
 
     # ----- learning -----------------------------------------------------------
     def _q_min(self, q_a: MLP, q_b: MLP, states: tf.Tensor, actions: tf.Tensor) -> tf.Tensor:
-        sa = tf.concat([states, actions], axis=-1)
+        sa = tf.concat([self._normalised(states), actions], axis=-1)
         return tf.minimum(q_a(sa), q_b(sa))[:, 0]
 
     def _update_step(self, s, a, r, s2, d):
@@ -214,7 +234,7 @@ class SACAgent:
         a2, logp2 = self._sample_with_log_prob(s2)
         soft_v = self._q_min(self.q1_target, self.q2_target, s2, a2) - alpha * logp2
         y = tf.stop_gradient(r + cfg.gamma * (1.0 - d) * soft_v)
-        sa = tf.concat([s, a], axis=-1)
+        sa = tf.concat([self._normalised(s), a], axis=-1)
         with tf.GradientTape() as tape:
             q1 = self.q1(sa)[:, 0]
             q2 = self.q2(sa)[:, 0]
@@ -295,6 +315,7 @@ class SACAgent:
         return tf.train.Checkpoint(
             actor=self.actor, q1=self.q1, q2=self.q2, q1_target=self.q1_target,
             q2_target=self.q2_target, log_alpha=self.log_alpha, updates=self.updates,
+            state_shift=self.state_shift, state_scale=self.state_scale,
             noise=self.noise, actor_opt=self.actor_opt, critic_opt=self.critic_opt,
             alpha_opt=self.alpha_opt,
         )

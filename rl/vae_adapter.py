@@ -14,7 +14,8 @@ def latent_model_from_vae(vae: RSEVAE, index: ClusterIndex, k: int = 8) -> Laten
 
     encode = the encoder mean (the deterministic latent), transform = T, decode =
     the per-subspace decoders; knn = the index's k nearest clean latents in the
-    nearest cluster, with the distance to that cluster's centre.
+    nearest cluster, with the distance to that cluster's centre; latent_scale = the
+    per-dimension std of the clean latent bank (the residual action's unit).
     """
     if index.num_subspaces != vae.cfg.num_subspaces:
         raise DataError(f"cluster index has {index.num_subspaces} subspaces, the VAE {vae.cfg.num_subspaces}")
@@ -35,4 +36,5 @@ def latent_model_from_vae(vae: RSEVAE, index: ClusterIndex, k: int = 8) -> Laten
         num_subspaces=vae.cfg.num_subspaces,
         latent_dim=vae.cfg.latent_dim,
         num_clusters=index.num_clusters,
+        latent_scale=index.latent_std(),
     )

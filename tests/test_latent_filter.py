@@ -11,7 +11,8 @@ from data.errors import ConfigError, DataError
 from data.patches import merge_patches, split_patches
 from rl.agent_training import AgentTrainConfig, train_agent
 from rl.envs.latent_filter import (
-    FilterEnvConfig, LatentFilterEnv, LatentModel, Neighbours, psnr_reward, seam_disagreement,
+    FilterEnvConfig, LatentFilterEnv, LatentModel, Neighbours, apply_action, neighbour_latents, psnr_reward,
+    seam_disagreement, seam_features,
 )
 from rl.inference import filter_images
 from rl.sac import SACAgent, SACConfig
@@ -33,7 +34,7 @@ def _noisy(clean: np.ndarray, sigma: float = 0.1, seed: int = 1) -> np.ndarray:
     return np.clip(clean + rng.normal(0, sigma, clean.shape), 0, 1).astype(np.float32)
 
 
-def _toy_model(clean_images: np.ndarray, k: int = 2, num_clusters: int = 4) -> LatentModel:
+def _toy_model(clean_images: np.ndarray, k: int = 2, num_clusters: int = 4, transform=lambda z: z) -> LatentModel:
     """Latent = pixels of each YUV channel; the clean bank = the clean images' patches."""
     def encode(p):
         p = tf.convert_to_tensor(p, tf.float32)
@@ -56,7 +57,8 @@ def _toy_model(clean_images: np.ndarray, k: int = 2, num_clusters: int = 4) -> L
         ids = tf.argmin(dc, axis=1, output_type=tf.int32)
         return Neighbours(mean, ids, tf.reduce_min(dc, axis=1), tf.reduce_mean(-neg, -1))
 
-    return LatentModel(encode, lambda z: z, decode, knn, S, L, num_clusters)
+    return LatentModel(encode, transform, decode, knn, S, L, num_clusters,
+                       latent_scale=np.std(bank.numpy(), axis=0).astype(np.float32))
 
 
 def _cfg(**kw) -> FilterEnvConfig:
@@ -67,7 +69,7 @@ def test_reward_terms_equal_independent_computation():
     clean = _crops()
     noisy = _noisy(clean)
     model = _toy_model(clean)
-    cfg = _cfg(target_psnr=25.0, lambda_db=0.5)
+    cfg = _cfg(action="knn", target_psnr=25.0, lambda_db=0.5, mse_scale=1000.0)
     env = LatentFilterEnv(model, cfg)
     states = env.reset(noisy, clean)
     assert states.shape == (env.grid.num_patches, env.state_dim)
@@ -124,7 +126,7 @@ def test_training_updates_from_first_episode_and_improves_on_untrained_agent():
     clean = _crops(n=4, size=16)
     noisy = _noisy(clean, sigma=0.1)
     model = _toy_model(clean, k=1)  # the bank holds the true clean patches: full gates are best
-    cfg = _cfg(lambda_db=0.1, target_psnr=35.0)
+    cfg = _cfg(action="knn", lambda_db=0.1, target_psnr=35.0, mse_scale=1000.0)
     env = LatentFilterEnv(model, cfg)
     agent = SACAgent(env.state_dim, env.action_dim,
                      SACConfig(hidden=(64, 64), batch_size=128, actor_lr=1e-3, critic_lr=1e-3, alpha_lr=1e-3,
@@ -157,7 +159,7 @@ def test_training_updates_from_first_episode_and_improves_on_untrained_agent():
 def test_gate_per_latent_dimension_and_bad_input():
     clean = _crops(n=4)
     model = _toy_model(clean)
-    env = LatentFilterEnv(model, _cfg(gate="latent"))
+    env = LatentFilterEnv(model, _cfg(action="knn", gate="latent"))
     states = env.reset(clean, clean)
     assert env.action_dim == S * L
     # a gate of 1 on one latent dimension only moves that pixel
@@ -192,15 +194,95 @@ def test_adapter_to_project_vae_and_cluster_index():
     cfg = FilterEnvConfig(block_size=16, overlap=4, steps=2)
     env = LatentFilterEnv(model, cfg)
     states = env.reset(_noisy(clean), clean)
-    assert states.shape == (env.grid.num_patches, 3 * 8 + 3 + 3 + 3 * 4 + 3 + 2)
+    # latent, 4 neighbours' latents, 4 seams per subspace, centre and neighbour distances, cluster id, noise, step
+    assert states.shape == (env.grid.num_patches, 3 * 8 + 4 * 3 * 8 + 4 * 3 + 3 + 3 + 3 * 4 + 3 + 2)
+    np.testing.assert_allclose(model.latent_scale, index.latent_std())
     # Neighbour features agree with the index's own queries.
     nb = model.knn(env.z)
     _, dists, ids = index.knn(env.z, 3)
     np.testing.assert_array_equal(nb.cluster_id, ids)
     np.testing.assert_allclose(nb.mean_dist, np.mean(dists, -1), rtol=1e-5)
     np.testing.assert_allclose(nb.dist_to_centre, np.min(index.centre_distances(env.z), -1), rtol=1e-5)
-    # All gates 0: the output is the VAE's own denoised patches.
+    # Action 0: the output is the VAE's own denoised patches.
     patches = split_patches(rgb_to_yuv(_noisy(clean)), 16, 4)[0]
     np.testing.assert_allclose(env.decoded(), vae.denoise_patches(patches).numpy(), atol=1e-5)
-    res = env.step(np.full((len(states), 3), 0.5, np.float32))
+    res = env.step(np.full((len(states), env.action_dim), 0.5, np.float32))
     assert np.isfinite(res.rewards).all()
+
+
+@pytest.mark.parametrize("action", ["gain", "residual"])
+def test_gain_and_residual_actions_known_values(action):
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(5, S, L)).astype(np.float32)
+    scale = rng.uniform(0.5, 2.0, size=(S, L)).astype(np.float32)
+    cfg = _cfg(action=action, action_scale=0.2)
+    np.testing.assert_array_equal(apply_action(z, np.zeros((5, S * L)), cfg, scale).numpy(), z)  # a = 0: unchanged
+    a = rng.uniform(-1, 1, size=(5, S * L)).astype(np.float32)
+    expected = z * (1 + 0.2 * a.reshape(5, S, L)) if action == "gain" else z + 0.2 * scale * a.reshape(5, S, L)
+    np.testing.assert_allclose(apply_action(z, a, cfg, scale).numpy(), expected, rtol=1e-6, atol=1e-6)
+    # through the environment: actions are clipped to [-1, 1], the latent moves as computed here
+    clean = _crops(n=2)
+    env = LatentFilterEnv(_toy_model(clean), cfg)
+    env.reset(_noisy(clean))
+    z0 = env.z.numpy()
+    big = np.full((len(z0), S * L), 3.0, np.float32)
+    env.step(big)
+    one = np.ones_like(z0)
+    np.testing.assert_allclose(env.z.numpy(), apply_action(z0, one.reshape(len(z0), -1), cfg, env.model.latent_scale),
+                               rtol=1e-6)
+    assert env.action_dim == S * L and env.action_low == -1.0
+
+
+def test_residual_action_needs_the_latent_scale():
+    clean = _crops(n=1)
+    model = _toy_model(clean)
+    model = LatentModel(model.encode, model.transform, model.decode, model.knn, S, L, 4)  # no latent_scale
+    with pytest.raises(ConfigError, match="residual"):
+        LatentFilterEnv(model, _cfg(action="residual"))
+    with pytest.raises(ConfigError, match="--action"):
+        FilterEnvConfig(action="blend")
+    with pytest.raises(ConfigError, match="--action_scale"):
+        FilterEnvConfig(action_scale=0.0)
+
+
+def test_spatial_context_of_a_hand_built_3x3_grid():
+    # One 3x3-patch image (block 4, overlap 1 -> 10x10 pixels); latent of patch (i, j) = 10 * i + j + 1.
+    _, grid = split_patches(np.zeros((1, 10, 10, 1), np.float32), 4, 1)
+    assert (grid.n_rows, grid.n_cols) == (3, 3)
+    value = np.array([[10 * i + j + 1 for j in range(3)] for i in range(3)], np.float32)
+    z = np.repeat(value.reshape(9, 1, 1), 2, axis=2)  # (P, S=1, L=2)
+    nb = neighbour_latents(z, grid)[:, :, 0].reshape(3, 3, 4)  # up, down, left, right
+    for i in range(3):
+        for j in range(3):
+            expected = [value[i - 1, j] if i > 0 else 0, value[i + 1, j] if i < 2 else 0,
+                        value[i, j - 1] if j > 0 else 0, value[i, j + 1] if j < 2 else 0]
+            np.testing.assert_array_equal(nb[i, j], expected)
+    # Seams: patch (1, 1) raised by 0.5 disagrees with its 4 neighbours by 0.25 per shared pixel, 0 elsewhere.
+    patches = np.zeros((9, 4, 4, 1), np.float32)
+    patches[4] += 0.5
+    seams = seam_features(patches, grid)[:, :, 0].reshape(3, 3, 4)
+    np.testing.assert_allclose(seams[1, 1], [0.25] * 4)
+    np.testing.assert_allclose(seams[0, 1], [0, 0.25, 0, 0])  # its down neighbour is the raised patch
+    np.testing.assert_allclose(seams[1, 0], [0, 0, 0, 0.25])
+    assert seams[0, 0].sum() == 0 and seams[2, 2].sum() == 0
+
+
+def test_sac_learns_the_gain_a_toy_transform_needs():
+    """The toy T overshoots every latent by 25%: a gain below 1 is what helps, and SAC finds it."""
+    clean = _crops(n=4, size=16)
+    noisy = _noisy(clean, sigma=0.02)
+    model = _toy_model(clean, transform=lambda z: 1.25 * tf.convert_to_tensor(z, tf.float32))
+    cfg = _cfg(action="gain", action_scale=0.1, lambda_db=0.0, target_psnr=40.0)
+    env = LatentFilterEnv(model, cfg)
+    agent = SACAgent(env.state_dim, env.action_dim,
+                     SACConfig(hidden=(64, 64), batch_size=128, actor_lr=1e-3, critic_lr=1e-3, alpha_lr=1e-3), seed=0)
+
+    def psnr(x):
+        return float(np.mean(10 * np.log10(1 / ((x - clean) ** 2).mean(axis=(1, 2, 3)))))
+
+    vae_alone = psnr(filter_images(noisy, None, model, cfg))
+    untrained = psnr(filter_images(noisy, agent, model, cfg))
+    train_agent(env, agent, noisy, clean, AgentTrainConfig(episodes=12, images_per_episode=2, updates_per_step=8, seed=0))
+    trained = psnr(filter_images(noisy, agent, model, cfg))
+    assert abs(untrained - vae_alone) < 0.2  # the untrained policy's mean action is ~0: a no-op
+    assert trained > vae_alone + 1.0, (vae_alone, untrained, trained)

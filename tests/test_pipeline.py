@@ -1,4 +1,5 @@
-"""Pipeline pieces below the CLI: the do-no-harm check on the trained agent, and how rounds chain."""
+"""Pipeline pieces below the CLI: the do-no-harm checks on the trained agent and on each recursion round,
+and how rounds chain."""
 import dataclasses
 from types import SimpleNamespace
 
@@ -9,8 +10,9 @@ from data.celeba import write_tfrecords
 from evaluation import batch_psnr
 from pipeline import RunConfig
 from pipeline.agent import check_agent
+from pipeline.rounds import RoundModels, check_round
 from pipeline.state import RunState
-from pipeline.streams import agent_pairs, round_input_pairs
+from pipeline.streams import agent_pairs, round_input_pairs, vae_training_images
 from rl.envs.latent_filter import LatentFilterEnv
 from rl.inference import filter_images
 from tests.test_latent_filter import _cfg, _crops, _noisy, _toy_model
@@ -34,8 +36,8 @@ def _setup(tmp_path, bank_images):
     clean = _crops(6)
     noisy = _noisy(clean)
     data = SimpleNamespace(train_pairs=lambda: tf.data.Dataset.from_tensor_slices((noisy, clean)))
-    cfg = RunConfig(agent_check_images=4, agent_images=2, env=_cfg())
-    env = LatentFilterEnv(_toy_model(bank_images(clean)), _cfg())
+    cfg = RunConfig(agent_check_images=4, agent_images=2, env=_cfg(action="knn"))
+    env = LatentFilterEnv(_toy_model(bank_images(clean)), cfg.env)
     return cfg, data, env, RunState(tmp_path / "state.json"), noisy, clean
 
 
@@ -85,3 +87,58 @@ def test_round_r_inputs_are_round_r_minus_1_outputs(tmp_path):
     held_out = agent_pairs(cfg, data, 1, skip=2, take=5)
     assert len(held_out[0]) == 2  # only what is left after the agent's own pairs
     assert agent_pairs(cfg, data, 1, skip=4) is None
+
+
+def _write_round0_outputs(tmp_path, outputs, clean):
+    u8 = lambda x: np.rint(x * 255).astype(np.uint8)  # noqa: E731
+    write_tfrecords((np.concatenate([u8(e), u8(c)], -1) for e, c in zip(outputs, clean)),
+                    tmp_path / "enhanced" / "round0", prefix="enhanced")
+
+
+def _round(bank: np.ndarray, kept: bool = True) -> RoundModels:
+    """A round that filters with the toy model and the full pull toward `bank`'s patches."""
+    return RoundModels(None, None, FullPull(), _toy_model(bank), kept=kept)
+
+
+def test_round_that_hurts_is_not_applied_and_the_decision_survives_resume(tmp_path):
+    clean = _crops(6)
+    data = SimpleNamespace(train_pairs=lambda: tf.data.Dataset.from_tensor_slices((_noisy(clean), clean)))
+    cfg = RunConfig(agent_check_images=3, agent_images=2, env=_cfg(action="knn"), out_dir=tmp_path)
+    round0_out = _noisy(clean, sigma=0.03, seed=5)
+    _write_round0_outputs(tmp_path, round0_out, clean)
+    state = RunState(tmp_path / "state.json")
+    worse = _round(np.zeros_like(clean))  # pulls every patch to black
+    assert not check_round(cfg, data, 1, worse, state)
+    check = state.done["round1/round_check"]
+    held_out = slice(2, 5)
+    inputs = np.rint(round0_out[held_out] * 255) / 255
+    np.testing.assert_allclose(check["input_psnr"], batch_psnr(clean[held_out], inputs).mean(), atol=0.02)
+    assert check["output_psnr"] < check["input_psnr"] and check["images"] == 3
+    worse.kept = False
+    np.testing.assert_array_equal(worse.apply(inputs, cfg), inputs)  # not applied: its input passes through
+    reopened = RunState.open(tmp_path, resume=True, config=state.config)
+    assert not check_round(cfg, data, 1, RoundModels(None, None, MustNotBeAsked(), None), reopened)
+
+
+def test_round_that_helps_is_kept(tmp_path):
+    clean = _crops(6)
+    data = SimpleNamespace(train_pairs=lambda: tf.data.Dataset.from_tensor_slices((_noisy(clean), clean)))
+    cfg = RunConfig(agent_check_images=3, agent_images=2, env=_cfg(action="knn"), out_dir=tmp_path)
+    _write_round0_outputs(tmp_path, _noisy(clean, sigma=0.05, seed=5), clean)
+    state = RunState(tmp_path / "state.json")
+    assert check_round(cfg, data, 1, _round(clean), state)  # pulls every patch to its clean neighbours
+    check = state.done["round1/round_check"]
+    assert check["kept"] and check["output_psnr"] > check["input_psnr"] + 3
+
+
+def test_later_rounds_fine_tune_without_the_held_out_pairs(tmp_path):
+    clean = _crops(6)
+    noisy = _noisy(clean)
+    data = SimpleNamespace(train_pairs=lambda: tf.data.Dataset.from_tensor_slices((noisy, clean)))
+    cfg = RunConfig(agent_check_images=2, agent_images=2, out_dir=tmp_path)
+    marked = np.stack([np.full_like(c, i / 10) for i, c in enumerate(clean)])  # image i's output is the value i/10
+    _write_round0_outputs(tmp_path, marked, clean)
+    inputs = np.concatenate([x for x, _ in vae_training_images(cfg, data, 1).as_numpy_iterator()])
+    assert len(inputs) == 6 + 4  # all noisy pairs, and round 0's outputs minus the two held-out ones
+    values = sorted(np.round(x.mean() * 10).astype(int) for x in inputs[6:])
+    assert values == [0, 1, 4, 5]

@@ -3,18 +3,29 @@
 The agent's training loop is `rl.agent_training`, inference `rl.inference`, and the
 adapter from the project's VAE and cluster index `rl.vae_adapter`.
 
-Episode (per patch, all patches of the batch at once): the latent
-z_0 = T(encode(noisy patch)) (what the VAE alone decodes) is filtered for
-`steps` steps by z <- z + a * (mean of its k clean neighbours - z), a in [0, 1]^m
-chosen per patch; m = S gates (one per Y/U/V subspace, `gate="subspace"`) or
-m = S * L (one per latent dimension, `gate="latent"`). The neighbours are
-re-queried from the current z at every step.
+Episode (per patch, all patches of the batch at once): the latent t_0 = T(encode(noisy
+patch)) (what the VAE alone decodes) is filtered for `steps` steps by an action a per
+patch (`action`):
+  gain:     t <- t * (1 + beta * a), a in [-1, 1]^(S*L): a per-dimension gain, the authors'
+            own lever (their environment rescaled T's weights per latent dimension) made per
+            patch and state-dependent (the default);
+  residual: t <- t + beta * s * a, a in [-1, 1]^(S*L), s the per-dimension std of the clean
+            latent bank;
+  knn:      t <- t + a * (mean of the k clean neighbours of t in its cluster - t), a in
+            [0, 1]^m with m = S gates (`gate="subspace"`) or S*L (`gate="latent"`): the
+            earlier design, kept for comparison.
+beta is `action_scale`. a = 0 leaves every latent unchanged, so an untrained policy whose
+mean action is 0 is the VAE alone.
 
 State per patch (concatenated, float32):
-  z flattened (S*L) | distance to its cluster centre (S) | mean distance to its
-  k clean neighbours (S) | cluster id, one-hot per subspace (S*K) | noise
-  estimate of the noisy input patch per channel (S; MAD of Immerkaer's
-  high-pass, an estimate of the noise std) | step index, one-hot (steps).
+  t flattened (S*L) | the current latents of its 4 neighbouring patches, up, down, left,
+  right (4*S*L; zeros at the image border) | its seam disagreement with each of them,
+  per subspace (4*S; mean squared difference of the two decoded patches over the pixels
+  they share, zero at the border) | distance to its cluster centre (S) | mean distance to
+  its k clean neighbours (S) | cluster id, one-hot per subspace (S*K) | noise estimate of
+  the noisy input patch per channel (S; MAD of Immerkaer's high-pass) | step index,
+  one-hot (steps).
+T looks at one patch at a time; the neighbours' latents and the seams are what it cannot see.
 
 Reward (training only; needs the clean images), each term reported separately:
   mse:     mse_scale * (MSE_{t-1} - MSE_t), the per-patch decrease of the MSE of
@@ -43,7 +54,9 @@ from data.errors import ConfigError, DataError
 from data.patches import PatchGrid, merge_patches, split_patches
 from evaluation import batch_psnr
 
-GATES = ("subspace", "latent")
+ACTIONS = ("gain", "residual", "knn")
+GATES = ("subspace", "latent")  # the knn action's gates
+NEIGHBOURS = ("up", "down", "left", "right")
 
 
 class Neighbours(NamedTuple):
@@ -66,6 +79,7 @@ class LatentModel:
     num_subspaces: int
     latent_dim: int
     num_clusters: int
+    latent_scale: Any = None  # (S, L) per-dimension std of the clean latents; the residual action needs it
 
 
 @dataclass
@@ -73,14 +87,20 @@ class FilterEnvConfig:
     """Episode, state and reward settings (`--target_psnr`, `--lambda_db`, ...)."""
 
     steps: int = 3
-    gate: str = "subspace"
+    action: str = "gain"
+    action_scale: float = 0.1  # beta of the gain and residual actions
+    gate: str = "subspace"  # the knn action's gates
     block_size: int = 16
     overlap: int = 4
     target_psnr: float = 30.0
     lambda_db: float = 1.0
-    mse_scale: float = 1000.0
+    mse_scale: float = 1e4  # reward units per unit of patch MSE: a 1 dB gain on a ~26 dB patch earns ~5
 
     def __post_init__(self) -> None:
+        if self.action not in ACTIONS:
+            raise ConfigError(f"--action must be one of {ACTIONS}, got {self.action!r}")
+        if self.action_scale <= 0:
+            raise ConfigError(f"--action_scale must be positive, got {self.action_scale}")
         if self.gate not in GATES:
             raise ConfigError(f"--gate must be one of {GATES}, got {self.gate!r}")
         if self.steps < 1:
@@ -150,6 +170,47 @@ def seam_disagreement(patches, grid: PatchGrid) -> tuple[np.ndarray, np.ndarray]
     return per_patch, per_image.astype(np.float32)
 
 
+def apply_action(z, a, cfg: FilterEnvConfig, latent_scale=None, neighbour_mean=None) -> tf.Tensor:
+    """One filtering step on latents z (P, S, L) with actions a (P, m) already in the action's range."""
+    z = tf.convert_to_tensor(z, tf.float32)
+    a = tf.convert_to_tensor(a, tf.float32)
+    shape = tf.shape(z)
+    if cfg.action == "gain":
+        return z * (1.0 + cfg.action_scale * tf.reshape(a, shape))
+    if cfg.action == "residual":
+        if latent_scale is None:
+            raise ConfigError("--action residual needs the per-dimension std of the clean latents (latent_scale)")
+        return z + cfg.action_scale * tf.convert_to_tensor(latent_scale, tf.float32) * tf.reshape(a, shape)
+    gates = a[:, :, None] if cfg.gate == "subspace" else tf.reshape(a, shape)
+    return z + gates * (tf.convert_to_tensor(neighbour_mean, tf.float32) - z)
+
+
+def neighbour_latents(z, grid: PatchGrid) -> np.ndarray:
+    """(P, S, L) latents of the patches of a grid -> (P, 4, S*L): the latents of each patch's up,
+    down, left and right neighbour, zeros where the patch is on the image border."""
+    x = np.asarray(z, np.float32)
+    n = x.shape[0] // grid.patches_per_image
+    x = np.pad(x.reshape(n, grid.n_rows, grid.n_cols, -1), ((0, 0), (1, 1), (1, 1), (0, 0)))
+    sides = (x[:, :-2, 1:-1], x[:, 2:, 1:-1], x[:, 1:-1, :-2], x[:, 1:-1, 2:])  # NEIGHBOURS order
+    return np.stack(sides, axis=3).reshape(n * grid.patches_per_image, len(NEIGHBOURS), -1)
+
+
+def seam_features(patches, grid: PatchGrid) -> np.ndarray:
+    """(P, b, b, S) patches of a grid -> (P, 4, S): each patch's mean squared disagreement with its
+    up, down, left and right neighbour over the pixels they share, per channel; 0 at the border."""
+    p = np.asarray(patches, np.float32)
+    b, o = grid.block, grid.overlap
+    n = p.shape[0] // grid.patches_per_image
+    out = np.zeros((n, grid.n_rows, grid.n_cols, len(NEIGHBOURS), p.shape[-1]), np.float32)
+    if o:
+        p = p.reshape(n, grid.n_rows, grid.n_cols, b, b, -1)
+        vert = np.mean((p[:, :-1, :, b - o:] - p[:, 1:, :, :o]) ** 2, axis=(3, 4))  # a patch and the one below
+        horiz = np.mean((p[:, :, :-1, :, b - o:] - p[:, :, 1:, :, :o]) ** 2, axis=(3, 4))  # and the one right of it
+        out[:, 1:, :, 0], out[:, :-1, :, 1] = vert, vert
+        out[:, :, 1:, 2], out[:, :, :-1, 3] = horiz, horiz
+    return out.reshape(n * grid.patches_per_image, len(NEIGHBOURS), -1)
+
+
 # ----- the environment --------------------------------------------------------------------------
 class LatentFilterEnv:
     """Batch environment: every patch of a batch of images is one agent, all stepped at once."""
@@ -158,8 +219,13 @@ class LatentFilterEnv:
         self.model = model
         self.cfg = cfg or FilterEnvConfig()
         s, l, k = model.num_subspaces, model.latent_dim, model.num_clusters
-        self.action_dim = s if self.cfg.gate == "subspace" else s * l
-        self.state_dim = s * l + s + s + s * k + s + self.cfg.steps
+        if self.cfg.action == "residual" and model.latent_scale is None:
+            raise ConfigError("--action residual needs the per-dimension std of the clean latents (latent_scale)")
+        knn_subspace = self.cfg.action == "knn" and self.cfg.gate == "subspace"
+        self.action_dim = s if knn_subspace else s * l
+        self.action_low = 0.0 if self.cfg.action == "knn" else -1.0  # actions are clipped to [action_low, 1]
+        neighbours = len(NEIGHBOURS)
+        self.state_dim = s * l + neighbours * s * l + neighbours * s + s + s + s * k + s + self.cfg.steps
         self._clean = None
 
     # -- episode ------------------------------------------------------------------
@@ -181,6 +247,7 @@ class LatentFilterEnv:
         self._noise = noise_estimate(patches)
         self.z = tf.convert_to_tensor(self.model.transform(self.model.encode(patches)), tf.float32)
         self._nb: Neighbours | None = None  # searched when first needed
+        self._decoded: np.ndarray | None = None  # decoded when first needed
         self.t = 0
         self._clean = None
         if clean_images is not None:
@@ -192,18 +259,19 @@ class LatentFilterEnv:
             self._mse = self._patch_mse(self.decoded())
 
     def step(self, actions) -> StepResult:
-        """Apply one filtering step with actions (P, m) in [0, 1]."""
+        """Apply one filtering step with actions (P, m), clipped to [action_low, 1]."""
         if self.t >= self.cfg.steps:
             raise DataError("the episode is over: call reset() first")
-        a = np.clip(np.asarray(actions, np.float32), 0.0, 1.0)
+        a = np.clip(np.asarray(actions, np.float32), self.action_low, 1.0)
         p = int(self.z.shape[0])
         if a.shape != (p, self.action_dim):
             raise DataError(f"actions must have shape ({p}, {self.action_dim}), got {a.shape}")
-        self.z = self.z + self._gates(a) * (tf.convert_to_tensor(self._neighbours().mean, tf.float32) - self.z)
+        pull = self._neighbours().mean if self.cfg.action == "knn" else None  # the only action that searches
+        self.z = apply_action(self.z, a, self.cfg, self.model.latent_scale, pull)
         self.t += 1
         done = self.t == self.cfg.steps
-        self._nb = None
-        metrics = {"mean_action": float(a.mean())}
+        self._nb, self._decoded = None, None
+        metrics = {"mean_action": float(a.mean()), "mean_abs_action": float(np.abs(a).mean())}
         if self._clean is None:  # inference: no next state after the last step (nothing acts on it)
             return StepResult(None if done else self._states(), None, done, {}, metrics)
 
@@ -228,19 +296,16 @@ class LatentFilterEnv:
         return StepResult(self._states(), rewards, done, terms, metrics)
 
     def decoded(self) -> np.ndarray:
-        """Current decoded patches (P, b, b, S), model colour space."""
-        return np.asarray(self.model.decode(self.z), np.float32)
+        """Current decoded patches (P, b, b, S), model colour space (decoded once per step)."""
+        if self._decoded is None:
+            self._decoded = np.asarray(self.model.decode(self.z), np.float32)
+        return self._decoded
 
     def current_images(self) -> np.ndarray:
         """The current estimate as (N, H, W, C) RGB (or grey) images in [0, 1]."""
         return from_model_space(merge_patches(self.decoded(), self.grid))
 
     # -- internals ----------------------------------------------------------------
-    def _gates(self, a: np.ndarray) -> tf.Tensor:
-        s, l = self.model.num_subspaces, self.model.latent_dim
-        a = tf.convert_to_tensor(a)
-        return a[:, :, None] if self.cfg.gate == "subspace" else tf.reshape(a, (-1, s, l))
-
     def _patch_mse(self, decoded: np.ndarray) -> np.ndarray:
         return np.mean((decoded - self._clean_patches) ** 2, axis=(1, 2, 3)).astype(np.float32)
 
@@ -258,6 +323,8 @@ class LatentFilterEnv:
         step_1hot[:, min(self.t, steps - 1)] = 1.0
         parts = [
             tf.reshape(self.z, (p, -1)),
+            neighbour_latents(self.z, self.grid).reshape(p, -1),
+            seam_features(self.decoded(), self.grid).reshape(p, -1),
             tf.cast(nb.dist_to_centre, tf.float32),
             tf.cast(nb.mean_dist, tf.float32),
             tf.reshape(cluster_1hot, (p, -1)),
