@@ -24,6 +24,7 @@ def _run(*args):
                           cwd=ROOT, timeout=300)
 
 
+@pytest.mark.slow  # a subprocess
 def test_denoise_folder_end_to_end(tmp_path):
     tf.random.set_seed(0)
     save_model(build_vae(TINY), tmp_path / "model")
@@ -41,6 +42,7 @@ def test_denoise_folder_end_to_end(tmp_path):
     assert read_image(tmp_path / "out" / "grey.png").shape == (24, 24, 1)
 
 
+@pytest.mark.slow  # a subprocess
 def test_bad_input_exits_2_with_a_message(tmp_path):
     res = _run("--input", str(tmp_path / "missing.png"), "--output", str(tmp_path), "--model_dir", str(tmp_path))
     assert res.returncode == 2
