@@ -1,10 +1,13 @@
 """Denoise your own images with a trained RSE-RL VAE (ours or the authors' released weights).
 
-    python denoise.py --input photo.png --output out/ --model_dir runs/celeba/model
+    python denoise.py --input photo.png --output out/ --model_dir runs/celeba/model/round1/vae
+    python denoise.py --input photo.png --output photo_denoised.png --model_dir runs/celeba/model/round1/vae
     python denoise.py --input photos/ --output out/ --authors_weights weights/rse_rl_authors --symmetrise
 
-Writes one PNG per input image, with the same name (suffix .png), into --output.
-Large photos are processed in tiles of --tile pixels (bounded memory).
+Writes one PNG per input image, with the same name (suffix .png), into the --output folder;
+for a single input image --output may also name the file itself. Existing outputs are
+kept unless --overwrite is given. Large photos are processed in tiles of --tile pixels
+(bounded memory, the same output as one pass).
 """
 from __future__ import annotations
 
@@ -14,14 +17,22 @@ import sys
 import time
 from pathlib import Path
 
-from data.errors import DataError, run_cli
-from data.images import IMAGE_SUFFIXES
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
+
+import numpy as np  # noqa: E402
+
+from data.errors import ConfigError, DataError, run_cli  # noqa: E402
+from data.images import IMAGE_SUFFIXES, read_image, write_image  # noqa: E402
+from models.io import load_any  # noqa: E402
+from models.vae import RSEVAE, denoise_image  # noqa: E402
+from utils import check_writable_folder  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--input", required=True, help="an image file or a folder of images")
-    p.add_argument("--output", required=True, help="folder for the denoised PNGs")
+    p.add_argument("--output", required=True, help="folder for the denoised PNGs (or, for one input image, the output file)")
+    p.add_argument("--overwrite", action="store_true", help="replace output files that exist already")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--model_dir", help="a model saved by this project (config.json + vae.weights.h5)")
     src.add_argument("--authors_weights", help="folder with the authors' celeba_{y,u,v}_no SavedModels")
@@ -44,35 +55,57 @@ def list_inputs(path: Path) -> list[Path]:
     raise DataError(f"--input {path}: no such file or folder")
 
 
+def plan_outputs(inputs: list[Path], output: Path, single_input: bool, overwrite: bool) -> list[Path]:
+    """The file each input is written to; ConfigError, before any work, if that is not possible:
+    an existing output without --overwrite, two inputs with one output name, a folder that cannot be written."""
+    if single_input and output.suffix.lower() in IMAGE_SUFFIXES and not output.is_dir():
+        targets = [output]
+    elif output.exists() and not output.is_dir():
+        raise ConfigError(f"--output {output}: is a file; give a folder for the denoised images of a folder of inputs")
+    else:
+        targets = [output / (path.stem + ".png") for path in inputs]
+    seen: dict[Path, Path] = {}
+    for source, target in zip(inputs, targets):
+        if target in seen:
+            raise ConfigError(f"--input: {seen[target].name} and {source.name} would both be written to {target}")
+        seen[target] = source
+    existing = [t for t in targets if t.exists()]
+    if existing and not overwrite:
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise ConfigError(f"--output {existing[0]}: exists{more}; add --overwrite to replace it")
+    check_writable_folder(targets[0].parent, "--output")
+    return targets
+
+
 def run(args: argparse.Namespace) -> list[Path]:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import numpy as np
-
-    from data.images import read_image, write_image
-    from models.io import load_any
-    from models.vae import denoise_image
-
     if args.tile < 1 or args.batch_size < 1:
-        raise DataError("--tile and --batch_size must be positive")
+        raise ConfigError("--tile and --batch_size must be positive")
     inputs = list_inputs(Path(args.input))
+    targets = plan_outputs(inputs, Path(args.output), Path(args.input).is_file(), args.overwrite)
     model = load_any(args.model_dir, args.authors_weights)
     if args.block_size != model.cfg.block_size:
-        raise DataError(f"--block_size {args.block_size} does not match the model's {model.cfg.block_size}")
-    out_dir = Path(args.output)
-    written = []
-    for path in inputs:
+        raise ConfigError(f"--block_size {args.block_size} does not match the model's {model.cfg.block_size}")
+    for path, target in zip(inputs, targets):
         t0 = time.perf_counter()
         img = read_image(path)
-        grey = img.shape[2] == 1
-        rgb = np.repeat(img, 3, axis=2) if grey else img[..., :3]
-        out = denoise_image(model, rgb, args.overlap, args.symmetrise, args.tile, args.batch_size)
-        if grey:
-            out = out.mean(axis=2, keepdims=True)
-        target = out_dir / (path.stem + ".png")
+        try:
+            out = denoise_photo(model, img, path, args)
+        except DataError as exc:  # e.g. an image smaller than one patch: say which one
+            raise DataError(f"--input {path}: {exc}") from None
         write_image(target, out)
-        written.append(target)
         print(f"{path} -> {target} ({img.shape[1]}x{img.shape[0]}, {time.perf_counter() - t0:.1f} s)")
-    return written
+    return targets
+
+
+def denoise_photo(model: RSEVAE, img: np.ndarray, path: Path, args: argparse.Namespace) -> np.ndarray:
+    """One image through the model; a grey photo goes through a colour model as R = G = B."""
+    grey = img.shape[2] == 1
+    if model.cfg.num_subspaces == 3:
+        out = denoise_image(model, np.repeat(img, 3, axis=2) if grey else img, args.overlap, args.symmetrise,
+                            args.tile, args.batch_size)
+        return out.mean(axis=2, keepdims=True) if grey else out
+    return denoise_image(model, img if grey else read_image(path, colour=False), args.overlap, args.symmetrise,
+                         args.tile, args.batch_size)
 
 
 def main(argv=None) -> int:

@@ -7,12 +7,22 @@ sewar lazily), so every layer may use the metrics.
 """
 from __future__ import annotations
 
+import csv
+import importlib.metadata as md
+import io
 import math
+import platform
+import subprocess
+from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
 from data.images import to_uint8
+from utils import atomic_write, atomic_write_json, atomic_write_text
+
+# scikit-image, sewar and matplotlib are imported where they are used: the agent's reward
+# imports this module for `batch_psnr`, and should not pay for loading them.
 
 METRICS = ("psnr", "ssim", "uqi")
 
@@ -112,11 +122,6 @@ def format_table(rows: Sequence[Mapping[str, object]], columns: Sequence[str] | 
 # ----- reports ------------------------------------------------------------------------------------
 def environment_info() -> dict:
     """Package versions and the git commit, recorded in every results.json."""
-    import importlib.metadata as md
-    import platform
-    import subprocess
-    from pathlib import Path
-
     versions = {}
     for name in ("tensorflow", "tensorflow-probability", "numpy", "scikit-image", "sewar", "opencv-python-headless", "bm3d"):
         try:
@@ -133,12 +138,6 @@ def environment_info() -> dict:
 
 def write_report(out_dir, report: Mapping) -> None:
     """results.json (config, versions, commit, stages, per-image rows, timings), results.csv, figures."""
-    import csv
-    import io
-    from pathlib import Path
-
-    from utils import atomic_write_json, atomic_write_text
-
     out_dir = Path(out_dir)
     body = {k: v for k, v in report.items() if k != "examples"}
     body["environment"] = environment_info()
@@ -154,14 +153,10 @@ def write_report(out_dir, report: Mapping) -> None:
 
 def write_figures(folder, stages: Sequence[Mapping], examples: Mapping[str, list]) -> None:
     """noisy / denoised / clean grid, PSNR per stage, and first-vs-last round difference image."""
-    from pathlib import Path
-
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from utils import atomic_write
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

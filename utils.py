@@ -2,6 +2,8 @@
 folder checks and the run lock, TensorBoard scalars.
 
 Imports nothing from the project but `data.errors` (which imports nothing), so any module may use it.
+TensorFlow and Keras are imported inside the functions that need them: data/ imports this
+module and must not pay their import time.
 """
 from __future__ import annotations
 
@@ -176,7 +178,7 @@ def folder_lock(folder: str | os.PathLike, flag: str) -> Iterator[Path]:
     stale lock (at most the small file, which the next run takes over). The file is removed
     on release.
     """
-    import fcntl
+    import fcntl  # Unix only: imported where a lock is taken
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -11,9 +11,7 @@ for 100 images, and the engine for 1,000 images to check it scales linearly.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +19,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data.patches import make_grid, merge_patches, split_patches  # noqa: E402
+from bench.timing import median_seconds  # noqa: E402
 
 
 def loop_split_merge(images: np.ndarray, block: int, overlap: int) -> np.ndarray:
@@ -44,15 +43,6 @@ def loop_split_merge(images: np.ndarray, block: int, overlap: int) -> np.ndarray
                 out[k, i * s:i * s + block, j * s:j * s + block] += patches[index] * weight
                 index += 1
     return out[:, :h, :w]
-
-
-def median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -80,15 +70,15 @@ def main() -> None:
         images = rng.random((n, 256, 256, 3)).astype(np.float32)
         patches, _ = split_patches(images, block, overlap)
         assert np.abs(engine(images) - images).max() <= 1e-6
-        t_engine = median_time(lambda: engine(images), args.repeats)
-        t_floor = median_time(lambda: (patches.copy(), images.copy()), args.repeats)
+        t_engine = median_seconds(lambda: engine(images), args.repeats, warm_up=False)
+        t_floor = median_seconds(lambda: (patches.copy(), images.copy()), args.repeats, warm_up=False)
         row = {"images": n, "engine_s": t_engine, "floor_s": t_floor}
         if n == 100:
             np.testing.assert_allclose(loop_split_merge(images[:2], block, overlap), images[:2], atol=1e-6)
-            row["loop_s"] = median_time(lambda: loop_split_merge(images, block, overlap), max(1, args.repeats // 2))
+            row["loop_s"] = median_seconds(lambda: loop_split_merge(images, block, overlap), max(1, args.repeats // 2), warm_up=False)
             images_tf = tf.constant(images)
             engine_tf(images_tf)  # trace once
-            row["tf_engine_s"] = median_time(lambda: engine_tf(images_tf).numpy(), args.repeats)
+            row["tf_engine_s"] = median_seconds(lambda: engine_tf(images_tf).numpy(), args.repeats, warm_up=False)
         rows.append(row)
         del patches
 

@@ -34,6 +34,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
+from bench.timing import median_seconds  # noqa: E402
+
 SIZE = 256
 AGENT, ALONE = "RSE-RL VAE + agent (filter_images)", "RSE-RL VAE alone (filter_images)"
 EAGER, EXACT = "  same, eager TF (no XLA; the reference)", "RSE-RL VAE exact D4 (symmetrise)"
@@ -60,16 +62,6 @@ def patches_per_image(block: int = 16, overlap: int = 4) -> int:
     from data.patches import make_grid
 
     return make_grid(SIZE, SIZE, block, overlap, 1, 3).patches_per_image
-
-
-def median_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up: tracing, first allocations
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 def build_rse_rl(noisy: np.ndarray, seed: int):

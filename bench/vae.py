@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -24,16 +23,11 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from models.vae import VAEConfig, build_vae  # noqa: E402
+from bench.timing import median_seconds  # noqa: E402
 
 
 def _median_rate(fn, n: int, repeats: int) -> float:
-    fn()  # warm-up (tracing)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return n / float(np.median(times))
+    return n / median_seconds(fn, repeats)
 
 
 def main(argv=None) -> None:

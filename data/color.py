@@ -27,7 +27,7 @@ def _is_tf(x) -> bool:
 def rgb_to_yuv(rgb):
     """(..., 3) RGB float in [0, 1] -> (..., 3) YUV (U, V centred on 0.5)."""
     if _is_tf(rgb):
-        import tensorflow as tf
+        import tensorflow as tf  # only for tf input: numpy callers do not load TensorFlow
 
         rgb = tf.cast(rgb, tf.float32)
         return tf.tensordot(rgb, tf.constant(RGB_TO_YUV.T), axes=1) + _OFFSET
@@ -38,7 +38,7 @@ def rgb_to_yuv(rgb):
 def yuv_to_rgb(yuv):
     """Inverse of `rgb_to_yuv` with OpenCV's constants (no clipping)."""
     if _is_tf(yuv):
-        import tensorflow as tf
+        import tensorflow as tf  # only for tf input: numpy callers do not load TensorFlow
 
         yuv = tf.cast(yuv, tf.float32)
         return tf.tensordot(yuv - _OFFSET, tf.constant(YUV_TO_RGB.T), axes=1)

@@ -152,7 +152,7 @@ def split_patches(images, block: int = 16, overlap: int = 4):
 
 
 def _split_tf(images, block: int, overlap: int):
-    import tensorflow as tf
+    import tensorflow as tf  # only for tf input: numpy callers do not load TensorFlow
 
     shape = images.shape
     if shape.rank != 4 or shape[1] is None or shape[2] is None or shape[3] is None:
@@ -224,7 +224,7 @@ def merge_patches(patches, grid: PatchGrid, batch: int | None = None):
 
 
 def _merge_tf(patches, grid: PatchGrid, batch: int | None):
-    import tensorflow as tf
+    import tensorflow as tf  # only for tf input: numpy callers do not load TensorFlow
 
     b, s, m = grid.block, grid.stride, grid.chunks
     nh, nw = grid.n_rows, grid.n_cols

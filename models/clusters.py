@@ -25,7 +25,7 @@ from typing import Callable, Iterable
 import numpy as np
 import tensorflow as tf
 
-from data.errors import DataError
+from data.errors import ConfigError, DataError
 from utils import atomic_path
 
 LatentStream = Callable[[], Iterable[np.ndarray]]
@@ -205,7 +205,7 @@ class ClusterIndex:
         """`knn`'s three results plus each latent's distance to its cluster centre (P, S), in one call."""
         k = int(k)
         if not 1 <= k <= self.cap:
-            raise DataError(f"--knn k must be in 1..{self.cap} (the per-cluster cap), got {k}")
+            raise ConfigError(f"--knn k must be in 1..{self.cap} (the per-cluster cap), got {k}")
         t = tf.convert_to_tensor(t, tf.float32)
         row = (self.num_subspaces, self.centres.shape[2])  # (S, L) per latent
         if t.shape.rank != 3 or tuple(t.shape[1:]) != row:

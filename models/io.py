@@ -19,6 +19,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import tensorflow as tf
 
 from data.errors import ConfigError, DataError
 from models.clusters import ClusterIndex
@@ -89,8 +90,6 @@ def find_authors_channel_dirs(weights_dir: str | os.PathLike) -> dict[str, Path]
 
 
 def _saved_variables(path: Path) -> list[np.ndarray]:
-    import tensorflow as tf
-
     try:
         loaded = tf.saved_model.load(str(path))
     except Exception as exc:

@@ -1,6 +1,6 @@
 """The RSE-RL variational autoencoder: encoder, latent transform T and decoder per YUV subspace.
 
-Layout (SPEC section 2.4, sizes of the authors' released CelebA model):
+Layout (the sizes of the authors' released CelebA model):
 - encoder per subspace: conv 16 -> 32/s2 -> 64/s2 -> 72 (3x3, ReLU, 'same'),
   BatchNorm, flatten, dense 128 ReLU, heads `mean` and `logvar` (latent_dim each).
   With `shared_encoder=True` one encoder reads the 3-channel patch and carries
@@ -16,7 +16,7 @@ The denoiser is f(x) = decode(T(mean(x))) (deterministic; sampling only in train
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import keras
 import numpy as np

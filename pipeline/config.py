@@ -254,6 +254,8 @@ def _check(flags: Mapping[str, Any]) -> None:
         value = flags.get(flag)
         if value is not None and value < least:
             raise ConfigError(f"--{flag} must be at least {least}, got {value}")
+    if flags["knn"] > flags["cluster_cap"]:
+        raise ConfigError(f"--knn {flags['knn']} is more than the --cluster_cap {flags['cluster_cap']} latents kept per cluster")
     if flags["resume"] and flags["overwrite"]:
         raise ConfigError("--resume and --overwrite contradict each other: continue the run in --out_dir, or replace it")
     if "authors" in flags["baselines"] and not flags["authors_weights"]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from data.errors import DataError
+from data.errors import ConfigError, DataError
 
 FIELDS = ("states", "actions", "rewards", "next_states", "dones")
 
@@ -18,7 +18,7 @@ class ReplayBuffer:
 
     def __init__(self, capacity: int, state_dim: int, action_dim: int) -> None:
         if capacity <= 0:
-            raise DataError(f"replay capacity must be positive, got {capacity}")
+            raise ConfigError(f"replay capacity must be positive, got {capacity}")
         self.capacity = int(capacity)
         self.state_dim = int(state_dim)
         self.action_dim = int(action_dim)

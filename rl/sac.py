@@ -1,7 +1,8 @@
-"""Trust-region soft actor-critic (SPEC §2.7) with TensorFlow Probability distributions.
+"""Trust-region soft actor-critic with TensorFlow Probability distributions: the agent that
+chooses, per patch, how strongly to pull its latent toward its clean neighbours.
 
-Actor: a diagonal Gaussian over pre-squash actions u, mapped to [0, 1]^m by the
-bijector a = 0.5 * (tanh(u) + 1). Critics: twin Q networks with Polyak-averaged
+Actor: a diagonal Gaussian over pre-squash actions u, mapped to [action_low, 1]^m by a
+tanh bijector (`squash_bijector`; the filtering environment clips to [0, 1]). Critics: twin Q networks with Polyak-averaged
 targets (clipped double-Q). Temperature: log(alpha) learned so the policy's
 entropy tracks `target_entropy` (default -m).
 

@@ -15,3 +15,9 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data is not present (users do not have it)")
     return SHARED_DATA
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "slow: runs the CLIs as subprocesses or trains for minutes; "
+                   "`python -m pytest -m \"not slow\" -q tests` leaves these out while developing")

@@ -86,17 +86,6 @@ def test_sharding_gives_disjoint_complete_subsets(tmp_path):
         celeba.celeba_dataset(tmp_path, num_shards=2, shard_index=2)
 
 
-def test_distribute_file_auto_shard(tmp_path):
-    from tensorflow.python.data.experimental.ops.distribute import _AutoShardDataset
-
-    celeba.write_tfrecords([np.full((2, 2, 3), i, np.uint8) for i in range(8)], tmp_path, images_per_shard=2)
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.FILE
-    ds = celeba.celeba_dataset(tmp_path).with_options(options)
-    parts = [[int(x[0, 0, 0]) for x in _AutoShardDataset(ds, 2, i)] for i in range(2)]
-    assert parts == [[0, 1, 4, 5], [2, 3, 6, 7]]
-
-
 def test_shuffle_is_a_seeded_permutation(tmp_path):
     celeba.write_tfrecords([np.full((2, 2, 3), i, np.uint8) for i in range(20)], tmp_path, images_per_shard=5)
     order = lambda seed: [int(x[0, 0, 0]) for x in _read_all(tmp_path, shuffle_buffer=8, seed=seed)]  # noqa: E731

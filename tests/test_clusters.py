@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from data.errors import DataError
+from data.errors import ConfigError, DataError
 from models.clusters import ClusterConfig, ClusterIndex, minibatch_kmeans
 
 
@@ -69,7 +69,7 @@ def test_save_load_round_trip_and_errors(tmp_path):
     q = bank[:20]
     for a, b in zip(index.knn(q, 3), again.knn(q, 3)):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
-    with pytest.raises(DataError, match="knn"):
+    with pytest.raises(ConfigError, match="knn"):
         index.knn(q, 51)
     (tmp_path / "bad.npz").write_bytes(b"nope")
     with pytest.raises(DataError, match="bad.npz"):

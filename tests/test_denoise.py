@@ -1,10 +1,15 @@
-"""denoise.py end to end (subprocess), its error exit, and tiled == whole-image denoising."""
+"""denoise.py end to end (subprocess), its one-line errors, outputs it refuses to overwrite,
+and tiled == whole-image denoising."""
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import tensorflow as tf
+
+import denoise
 
 from data.images import read_image, write_image
 from models.io import save_model
@@ -19,6 +24,7 @@ def _run(*args):
                           cwd=ROOT, timeout=300)
 
 
+@pytest.mark.slow  # a subprocess
 def test_denoise_folder_end_to_end(tmp_path):
     tf.random.set_seed(0)
     save_model(build_vae(TINY), tmp_path / "model")
@@ -36,6 +42,7 @@ def test_denoise_folder_end_to_end(tmp_path):
     assert read_image(tmp_path / "out" / "grey.png").shape == (24, 24, 1)
 
 
+@pytest.mark.slow  # a subprocess
 def test_bad_input_exits_2_with_a_message(tmp_path):
     res = _run("--input", str(tmp_path / "missing.png"), "--output", str(tmp_path), "--model_dir", str(tmp_path))
     assert res.returncode == 2
@@ -50,3 +57,53 @@ def test_tiled_equals_whole_image():
     tiled = denoise_image(model, img, tile=24)
     assert whole.shape == img.shape
     np.testing.assert_allclose(tiled, whole, atol=1e-6)
+
+
+@pytest.fixture
+def model_and_photo(tmp_path):
+    tf.random.set_seed(0)
+    save_model(build_vae(TINY), tmp_path / "model")
+    write_image(tmp_path / "in" / "a.png", np.random.default_rng(0).integers(0, 256, (20, 24, 3), dtype=np.uint8))
+    return tmp_path / "model", tmp_path / "in"
+
+
+def _main(capsys, *args):
+    rc = denoise.main([str(a) for a in args])
+    return rc, capsys.readouterr().err
+
+
+def test_existing_output_is_kept_unless_overwrite(tmp_path, model_and_photo, capsys):
+    model, inp = model_and_photo
+    target = tmp_path / "out.png"  # one input image: --output may name the file
+    assert _main(capsys, "--input", inp / "a.png", "--output", target, "--model_dir", model)[0] == 0
+    first = target.read_bytes()
+    target.write_bytes(b"mine")
+    rc, err = _main(capsys, "--input", inp / "a.png", "--output", target, "--model_dir", model)
+    assert rc == 2 and err.strip() == f"error: --output {target}: exists; add --overwrite to replace it"
+    assert target.read_bytes() == b"mine"
+    assert _main(capsys, "--input", inp / "a.png", "--output", target, "--model_dir", model, "--overwrite")[0] == 0
+    assert target.read_bytes() == first
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (target.stat().st_mode & 0o777) == 0o666 & ~umask  # the umask's mode, not mkstemp's 0600
+
+
+@pytest.mark.parametrize("output,message", [
+    ("/proc/denoised", "error: --output /proc/denoised: cannot be written"),
+    ("{file}", "is a file; give a folder"),
+])
+def test_unwritable_or_file_output_is_one_line(tmp_path, model_and_photo, capsys, output, message):
+    model, inp = model_and_photo
+    write_image(inp / "b.png", np.zeros((20, 20, 3), np.uint8))
+    (tmp_path / "file").write_text("x")
+    output = output.replace("{file}", str(tmp_path / "file"))
+    rc, err = _main(capsys, "--input", inp, "--output", output, "--model_dir", model)
+    assert rc == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_image_smaller_than_a_patch_names_the_file(tmp_path, model_and_photo, capsys):
+    model, _ = model_and_photo
+    write_image(tmp_path / "tiny.png", np.zeros((8, 30, 3), np.uint8))
+    rc, err = _main(capsys, "--input", tmp_path / "tiny.png", "--output", tmp_path / "out", "--model_dir", model)
+    assert rc == 2 and "tiny.png" in err and "smaller than one 16x16 patch" in err
+    assert not (tmp_path / "out").exists()

@@ -197,6 +197,7 @@ def _assert_same_training(reference: dict, other: dict) -> None:
         np.testing.assert_allclose(b, a, atol=WEIGHT_ATOL)
 
 
+@pytest.mark.slow  # three training processes
 def test_training_changed_the_weights(runs):
     """Guard: the comparison below is only meaningful if training moved the weights."""
     import keras
@@ -213,16 +214,19 @@ def test_training_changed_the_weights(runs):
     assert trained["history"]["total"][-1] < trained["history"]["total"][0]
 
 
+@pytest.mark.slow  # three training processes
 def test_mirrored_two_devices_matches_single_device(runs):
     _assert_same_training(_load(runs / "single"), _load(runs / "mirrored"))
 
 
+@pytest.mark.slow  # three training processes
 def test_multiworker_two_processes_match_single_device(runs):
     reference = _load(runs / "single")
     for index in range(2):
         _assert_same_training(reference, _load(runs / f"worker{index}"))
 
 
+@pytest.mark.slow  # three training processes
 def test_tfrecord_shards_split_across_workers(runs):
     """Auto-sharding by FILE: each worker reads whole, different shards; together all images once."""
     seen = [_load(runs / f"worker{i}")["ids"] for i in range(2)]
@@ -253,14 +257,17 @@ def test_slurm_resolver_one_worker_per_node(monkeypatch):
     import tensorflow as tf
 
     monkeypatch.delenv("TF_CONFIG", raising=False)
-    env = {"SLURM_JOB_ID": "77", "SLURM_PROCID": "1", "SLURM_STEP_NUM_TASKS": "2",
-           "SLURM_STEP_NODELIST": "gpu[07-08]", "SLURM_STEP_TASKS_PER_NODE": "1(x2)", "CUDA_VISIBLE_DEVICES": "0,1,2,3"}
+    env = {"SLURM_JOB_ID": "77", "SLURM_PROCID": "1", "SLURM_STEP_NUM_TASKS": "2", "SLURM_NTASKS": "2",
+           "SLURM_STEP_NODELIST": "gpu[07-08]", "SLURM_STEP_TASKS_PER_NODE": "1(x2)",
+           "CUDA_VISIBLE_DEVICES": "0,1,2,3"}  # else the resolver asks nvidia-smi how many GPUs there are
     for name, value in env.items():
         monkeypatch.setenv(name, value)
+    from utils import _cluster_size_from_env
+
+    assert _cluster_size_from_env() == 2  # so --strategy auto picks MultiWorkerMirroredStrategy
     resolver = tf.distribute.cluster_resolver.SlurmClusterResolver()
     assert resolver.cluster_spec().as_dict() == {"worker": ["gpu07:8888", "gpu08:8888"]}
     assert (resolver.task_type, resolver.task_id) == ("worker", 1)
-    assert os.environ["CUDA_VISIBLE_DEVICES"] == "0,1,2,3"
     monkeypatch.setenv("SLURM_STEP_NODELIST", "node[9-10]")  # SLURM's order: node9, node10
     assert tf.distribute.cluster_resolver.SlurmClusterResolver().cluster_spec().as_dict() == {
         "worker": ["node10:8888", "node9:8888"]}

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from evaluation import format_table, mean_scores, psnr, score_images, ssim, uqi
+from evaluation import batch_psnr, format_table, mean_scores, psnr, score_images, ssim, uqi
 
 
 def _pair(seed=0, shape=(48, 40, 3)):
@@ -26,13 +26,23 @@ def test_psnr_rounds_float_images_like_a_saved_png():
     assert psnr(clean / 255.0, test / 255.0) == pytest.approx(psnr(clean, test))
 
 
-def test_ssim_matches_skimage_and_handles_grey():
-    from skimage.metrics import structural_similarity
-
+def test_ssim_known_values_and_channels():
+    """Constant images have no variance, so SSIM reduces to its luminance term (2ab + C1) / (a^2 + b^2 + C1)."""
+    a, b = np.full((32, 32, 1), 100, np.uint8), np.full((32, 32, 1), 150, np.uint8)
+    c1 = (0.01 * 255) ** 2
+    assert ssim(a, b) == pytest.approx((2 * 100 * 150 + c1) / (100**2 + 150**2 + c1))
+    assert ssim(a, a) == pytest.approx(1.0)
     clean, test = _pair(1)
-    assert ssim(clean, test) == pytest.approx(structural_similarity(clean, test, data_range=255, channel_axis=-1))
-    grey_c, grey_t = clean[:, :, :1], test[:, :, :1]
-    assert ssim(grey_c, grey_t) == pytest.approx(structural_similarity(grey_c[..., 0], grey_t[..., 0], data_range=255))
+    assert 0 < ssim(clean, test) < 1
+    # colour SSIM is the mean over the channels, each scored as a grey image
+    assert ssim(clean, test) == pytest.approx(np.mean([ssim(clean[..., i:i + 1], test[..., i:i + 1]) for i in range(3)]))
+
+
+def test_batch_psnr_is_per_image_on_float_data():
+    clean = np.zeros((3, 4, 4, 1))
+    test = clean + np.array([0.1, 0.01, 0.0])[:, None, None, None]  # mse 1e-2, 1e-4, 0
+    np.testing.assert_allclose(batch_psnr(clean, test), [20.0, 40.0, np.inf])
+    assert batch_psnr(clean, test * 255, data_range=255.0)[0] == pytest.approx(20.0)
 
 
 def test_uqi_is_sewars_index_computed_directly():

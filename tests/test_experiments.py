@@ -25,7 +25,8 @@ FAST = ["--agent_episodes", "2", "--agent_images", "2", "--updates_per_step", "2
 # on, and at 256 rows two fresh processes drift apart after a few steps). At 64 the whole
 # pipeline is bit-reproducible across processes, so resuming can be checked exactly.
 SMOKE = ["--smoke", "--noise", "sigma", "--noise_level", "50", "--baselines", "tv", "--batch_size", "64"]
-RESULT_KEYS = {"stages", "per_image", "timings", "config", "data", "environment"}
+RESULT_KEYS = {"stages", "per_image", "timings", "config", "configs", "data", "environment"}
+pytestmark = pytest.mark.slow  # every test here runs an experiment script as a subprocess
 
 
 def run_script(script: str, *args: str, env_extra: dict | None = None, cache: Path | None = None) -> subprocess.CompletedProcess:

@@ -1,4 +1,7 @@
-"""Save/load round trip, and the import of the authors' released weights."""
+"""Save/load round trip, and the import of the authors' released weights: on Keras 2 SavedModels
+of their layout built here (every user runs it), and on the real files when ../shared is present."""
+import shutil
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -37,13 +40,45 @@ def test_load_errors_name_the_problem(tmp_path):
 
 
 def test_importer_reproduces_the_authors_savedmodels(shared_data):
-    base = shared_data / "weights" / "rse_rl_authors"
-    model = import_authors_weights(base)
-    x = np.random.default_rng(0).random((64, 16, 16, 3)).astype(np.float32)
-    mean, logvar = model.encode(x)
-    t = model.transform(mean)
-    out = model.decode(t)
+    _check_import(shared_data / "weights" / "rse_rl_authors", atol=1e-5)
 
+
+def _authors_style_savedmodels(folder, latent: int, seed: int) -> None:
+    """Keras 2 (tf_keras) SavedModels laid out like the authors' release: per channel
+    `celeba_<c>_no/{encoder,transform,decoder}`, their layer order and activations (softplus
+    log-variance head after the mean head `z`, ReLU at the end of T, 3 decoder outputs).
+    Saving is the slow part, so the U and V folders are copies of Y's (the real-file test
+    below checks that each channel lands in its own subspace)."""
+    import tf_keras as k2
+
+    k2.utils.set_random_seed(seed)
+    for c in "y":
+        x = k2.Input((16, 16, 1))
+        h = x
+        for filters, stride in zip((16, 32, 64, 72), (1, 2, 2, 1)):
+            h = k2.layers.Conv2D(filters, 3, strides=stride, padding="same", activation="relu")(h)
+        h = k2.layers.BatchNormalization(epsilon=1e-3)(h)
+        h = k2.layers.Dense(128, activation="relu")(k2.layers.Flatten()(h))
+        encoder = k2.Model(x, [k2.layers.Dense(latent, name="z")(h), k2.layers.Dense(latent, activation="softplus")(h)])
+        bn = encoder.layers[5]  # non-trivial statistics, so inference-mode BatchNorm is checked too
+        bn.set_weights([w + np.random.default_rng(seed).uniform(0.5, 1.5, w.shape).astype(np.float32) for w in bn.get_weights()])
+        t_in = k2.Input((latent,))
+        t = t_in
+        for _ in range(3):
+            t = k2.layers.Dense(latent, activation="relu")(t)
+        d_in = k2.Input((latent,))
+        d = k2.layers.Reshape((4, 4, 256))(k2.layers.Dense(4 * 4 * 256, activation="relu")(d_in))
+        for filters, stride in zip((72, 48, 32, 16), (1, 2, 1, 2)):
+            d = k2.layers.Conv2DTranspose(filters, 3, strides=stride, padding="same", activation="relu")(d)
+        d = k2.layers.Conv2DTranspose(3, 3, padding="same", activation="sigmoid")(d)
+        for name, model in (("encoder", encoder), ("transform", k2.Model(t_in, t)), ("decoder", k2.Model(d_in, d))):
+            model.save(str(folder / f"celeba_{c}_no" / name), save_format="tf")
+    for c in "uv":
+        shutil.copytree(folder / "celeba_y_no", folder / f"celeba_{c}_no")
+
+
+def _reference_outputs(base, x):
+    """What the SavedModels themselves compute (their serving signatures), per channel."""
     def call(path, value):
         sig = tf.saved_model.load(str(path)).signatures["serving_default"]
         (name,) = sig.structured_input_signature[1].keys()
@@ -52,10 +87,32 @@ def test_importer_reproduces_the_authors_savedmodels(shared_data):
     for s, c in enumerate("yuv"):
         d = base / f"celeba_{c}_no"
         enc = call(d / "encoder", x[..., s:s + 1])
-        (lv_key,) = [k for k in enc if k != "z"]
-        np.testing.assert_allclose(mean[:, s].numpy(), enc["z"].numpy(), atol=1e-5)
-        np.testing.assert_allclose(logvar[:, s].numpy(), enc[lv_key].numpy(), atol=1e-5)
+        (lv_key,) = [k for k in enc if k != "z"]  # the mean head is the layer named z
         (t_ref,) = call(d / "transform", enc["z"].numpy()).values()
-        np.testing.assert_allclose(t[:, s].numpy(), t_ref.numpy(), atol=1e-5)
         (out_ref,) = call(d / "decoder", t_ref.numpy()).values()
-        np.testing.assert_allclose(out[..., s].numpy(), out_ref.numpy()[..., 0], atol=1e-5)
+        yield s, enc["z"].numpy(), enc[lv_key].numpy(), t_ref.numpy(), out_ref.numpy()[..., 0]
+
+
+def _check_import(base, atol):
+    model = import_authors_weights(base)
+    x = np.random.default_rng(0).random((64, 16, 16, 3)).astype(np.float32)
+    mean, logvar = model.encode(x)
+    t = model.transform(mean)
+    out = model.decode(t)
+    for s, mean_ref, logvar_ref, t_ref, out_ref in _reference_outputs(base, x):
+        np.testing.assert_allclose(mean[:, s].numpy(), mean_ref, atol=atol)
+        np.testing.assert_allclose(logvar[:, s].numpy(), logvar_ref, atol=atol)
+        np.testing.assert_allclose(t[:, s].numpy(), t_ref, atol=atol)
+        np.testing.assert_allclose(out[..., s].numpy(), out_ref, atol=atol)
+    return model
+
+
+def test_importer_reproduces_authors_style_savedmodels(tmp_path):
+    _authors_style_savedmodels(tmp_path, latent=8, seed=0)
+    model = _check_import(tmp_path, atol=1e-5)
+    assert model.cfg.latent_dim == 8 and model.cfg.decoder_out_channels == 3
+    # a release whose layers do not fit the architecture is refused, naming the file
+    shutil.rmtree(tmp_path / "celeba_u_no" / "transform")
+    shutil.copytree(tmp_path / "celeba_u_no" / "decoder", tmp_path / "celeba_u_no" / "transform")
+    with pytest.raises(DataError, match=r"celeba_u_no/transform: \d+ variables, expected 6"):
+        import_authors_weights(tmp_path)

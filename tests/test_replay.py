@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from data.errors import DataError
+from data.errors import ConfigError, DataError
 from rl.replay import ReplayBuffer
 
 
@@ -70,5 +70,5 @@ def test_bad_input_raises_data_error():
     s, a, r, ns, d = _batch(0, 3)
     with pytest.raises(DataError, match="actions"):
         buf.add(s, a[:2], r, ns, d)
-    with pytest.raises(DataError, match="capacity"):
+    with pytest.raises(ConfigError, match="capacity"):
         ReplayBuffer(0, 2, 3)

@@ -36,7 +36,7 @@ def test_without_flags_every_typed_config_has_its_dataclass_defaults():
 
 
 def test_each_flag_fills_its_typed_config_field():
-    cfg = _config("--rl_steps", "5", "--gate", "latent", "--cluster_cap", "7", "--num_clusters", "3", "--epoch", "4",
+    cfg = _config("--rl_steps", "5", "--gate", "latent", "--cluster_cap", "7", "--knn", "3", "--num_clusters", "3", "--epoch", "4",
                   "--batch_size", "32", "--learning_rate", "0.5", "--bn_momentum", "0.5", "--lambda_eq", "0",
                   "--kl_max", "0.2", "--action_low", "0", "--images_per_episode", "3", "--updates_per_step", "9",
                   "--lambda_db", "2", "--overlap", "2", "--block_size", "8", "--latent_dim", "5")
@@ -72,6 +72,7 @@ def test_record_survives_json_and_names_every_config():
     (["--recursions", "-1"], "--recursions must be at least 0"),
     (["--overlap", "16"], "--overlap"),
     (["--resume", "--overwrite"], "--resume and --overwrite"),
+    (["--knn", "9", "--cluster_cap", "8"], "--knn 9 is more than the --cluster_cap 8"),
     (["--baselines", "authors"], "--baselines authors needs --authors_weights"),
     (["--rl_steps", "0"], "--rl_steps"),
     (["--kl_max", "0"], "--kl_max"),
