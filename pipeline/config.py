@@ -27,6 +27,7 @@ from rl.envs.latent_filter import ACTIONS, GATES, FilterEnvConfig
 from rl.sac import SACConfig
 
 BASELINES = ("nlm", "tv", "bm3d", "authors")
+FINETUNE_DATA = ("outputs", "all")
 AGENT_EPISODES = (40, 15)  # agent episodes in round 0 and in later rounds
 SAMPLE_AGENT_EPISODES = (20, 10)  # the same on the embedded sample (a run of minutes, not hours)
 SAMPLE_ENHANCE_IMAGES = 50  # training images enhanced per round on the embedded sample
@@ -67,6 +68,8 @@ class RunConfig:
     strategy: str = "auto"
     images_per_batch: int = 8
     finetune_epochs: int | None = None  # VAE epochs in rounds >= 1; None: half of train.epochs
+    finetune_lr: float | None = None  # VAE learning rate in rounds >= 1; None: a tenth of train.learning_rate
+    finetune_data: str = "outputs"  # rounds >= 1 fine-tune on: round r-1's outputs, or all (noisy + every round's outputs)
     cluster_images: int = 2000
     knn: int = 8
     symmetrise: bool = False
@@ -93,6 +96,9 @@ class RunConfig:
 
     def vae_epochs(self, r: int) -> int:
         return self.train.epochs if r == 0 else (self.finetune_epochs or max(1, self.train.epochs // 2))
+
+    def vae_learning_rate(self, r: int) -> float:
+        return self.train.learning_rate if r == 0 else (self.finetune_lr or self.train.learning_rate / 10)
 
     def for_data(self, colour: bool) -> "RunConfig":
         """The same run on colour (Y, U, V subspaces) or grey (Y) data."""
@@ -145,6 +151,10 @@ def add_common_flags(parser: argparse.ArgumentParser, defaults: Mapping[str, Any
     m.add_argument("--bn_momentum", type=float, default=vae.bn_momentum, help="BatchNorm momentum of the encoders (authors: 0.99, for long runs)")
     m.add_argument("--images_per_batch", type=int, default=run.images_per_batch, help="images split into patches at once")
     m.add_argument("--finetune_epochs", type=int, default=None, help="VAE epochs in rounds >= 1 (default: half of --epoch)")
+    m.add_argument("--finetune_lr", type=float, default=None, help="VAE learning rate in rounds >= 1 (default: a tenth of --learning_rate)")
+    m.add_argument("--finetune_data", default=run.finetune_data, choices=FINETUNE_DATA,
+                   help="what rounds >= 1 fine-tune the VAE on: 'outputs', round r-1's enhanced training images (the "
+                        "inputs round r meets at test time), or 'all': the noisy pairs and every earlier round's outputs")
     m.add_argument("--shared_encoder", action="store_true", help="one encoder with three latent heads (paper figure)")
     m.add_argument("--lambda_kl", type=float, default=vae.lambda_kl)
     m.add_argument("--lambda_latent", type=float, default=vae.lambda_latent)
@@ -220,7 +230,8 @@ def build_run_config(args: argparse.Namespace, defaults: Mapping[str, Any], give
         authors_weights=Path(flags["authors_weights"]) if flags["authors_weights"] else None,
         max_train_images=flags["max_train_images"], max_test_images=flags["max_test_images"],
         strategy=flags["strategy"], images_per_batch=flags["images_per_batch"],
-        finetune_epochs=flags["finetune_epochs"], cluster_images=flags["cluster_images"], knn=flags["knn"],
+        finetune_epochs=flags["finetune_epochs"], finetune_lr=flags["finetune_lr"],
+        finetune_data=flags["finetune_data"], cluster_images=flags["cluster_images"], knn=flags["knn"],
         symmetrise=flags["symmetrise"], agent_episodes=schedule, agent_images=flags["agent_images"],
         agent_check_images=flags["agent_check_images"], enhance_images=flags["enhance_images"],
         noise=parse_noise(flags["noise"], flags["noise_level"]) if flags["noise"] is not None else None,

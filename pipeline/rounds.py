@@ -125,7 +125,8 @@ def _vae_phase(cfg: RunConfig, data: RunData, r: int, state: RunState, previous:
         if previous is not None:
             vae(tf.zeros([1, cfg.vae.block_size, cfg.vae.block_size, cfg.vae.num_subspaces]))
             vae.set_weights(previous.vae.get_weights())
-    train_cfg = dataclasses.replace(cfg.train, epochs=cfg.vae_epochs(r), seed=seed, progress=True)
+    train_cfg = dataclasses.replace(cfg.train, epochs=cfg.vae_epochs(r), learning_rate=cfg.vae_learning_rate(r),
+                                    seed=seed, progress=True)
     LOG.info("round %d: training the VAE for %d epoch(s)", r, train_cfg.epochs)
     history = train_vae(vae, vae_training_images(cfg, data, r), train_cfg, cfg.out_dir / "work" / f"round{r}" / "vae",
                         resume=cfg.resume, strategy=strategy)

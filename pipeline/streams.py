@@ -53,10 +53,15 @@ def without_check_pairs(cfg: RunConfig, pairs: tf.data.Dataset) -> tf.data.Datas
 
 
 def vae_training_images(cfg: RunConfig, data: RunData, r: int) -> tf.data.Dataset:
-    """The VAE's training stream in round r: original pairs, plus the enhanced inputs of rounds < r
-    without the held-out check pairs (round r is judged on those: it must not have trained on them)."""
-    enhanced = [without_check_pairs(cfg, enhanced_pairs(cfg, previous)) for previous in range(r)]
-    streams = [round_input_pairs(cfg, data, 0)] + enhanced
+    """The VAE's training stream in round r: the noisy pairs in round 0; in round r >= 1 round r-1's
+    outputs (`--finetune_data outputs`), or the noisy pairs and every earlier round's outputs
+    (`all`). Round r's held-out check pairs are left out (it is judged on them)."""
+    if r == 0:
+        return round_input_pairs(cfg, data, 0).batch(cfg.images_per_batch, drop_remainder=False)
+    earlier = range(r) if cfg.finetune_data == "all" else [r - 1]
+    streams = [without_check_pairs(cfg, enhanced_pairs(cfg, previous)) for previous in earlier]
+    if cfg.finetune_data == "all":
+        streams.insert(0, round_input_pairs(cfg, data, 0))
     mixed = streams[0]
     for other in streams[1:]:
         mixed = mixed.concatenate(other)

@@ -138,7 +138,12 @@ def test_later_rounds_fine_tune_without_the_held_out_pairs(tmp_path):
     cfg = RunConfig(agent_check_images=2, agent_images=2, out_dir=tmp_path)
     marked = np.stack([np.full_like(c, i / 10) for i, c in enumerate(clean)])  # image i's output is the value i/10
     _write_round0_outputs(tmp_path, marked, clean)
-    inputs = np.concatenate([x for x, _ in vae_training_images(cfg, data, 1).as_numpy_iterator()])
-    assert len(inputs) == 6 + 4  # all noisy pairs, and round 0's outputs minus the two held-out ones
-    values = sorted(np.round(x.mean() * 10).astype(int) for x in inputs[6:])
-    assert values == [0, 1, 4, 5]
+    def inputs(cfg):
+        return np.concatenate([x for x, _ in vae_training_images(cfg, data, 1).as_numpy_iterator()])
+
+    outputs_only = inputs(cfg)  # the default: round 0's outputs minus the two held-out ones
+    assert sorted(np.round(x.mean() * 10).astype(int) for x in outputs_only) == [0, 1, 4, 5]
+    everything = inputs(dataclasses.replace(cfg, finetune_data="all"))  # and all noisy pairs before them
+    assert len(everything) == 6 + 4
+    np.testing.assert_array_equal(everything[:6], noisy)
+    np.testing.assert_array_equal(everything[6:], outputs_only)
