@@ -65,7 +65,10 @@ def run(args: argparse.Namespace) -> list[Path]:
         img = read_image(path)
         grey = img.shape[2] == 1
         rgb = np.repeat(img, 3, axis=2) if grey else img[..., :3]
-        out = denoise_image(model, rgb, args.overlap, args.symmetrise, args.tile, args.batch_size)
+        try:
+            out = denoise_image(model, rgb, args.overlap, args.symmetrise, args.tile, args.batch_size)
+        except DataError as exc:  # e.g. an image smaller than one patch: say which file
+            raise DataError(f"{path}: {exc}") from None
         if grey:
             out = out.mean(axis=2, keepdims=True)
         target = out_dir / (path.stem + ".png")

@@ -26,6 +26,7 @@ from data.errors import DataError
 NOISE_MODELS = ("gaussian_var", "sigma", "poisson_gaussian", "camera", "none")
 # camera: fitted to the 8 real SIDD pairs by scripts/fit_camera_noise.py (docs/noise.md).
 CAMERA_LEVELS = (3.19e-3, 6.71e-2, 0.005, 0.485, 0.34)  # g_min, g_max, r, rho, c
+CAMERA_MEASURED_LAG1 = 0.464  # mean lag-1 autocorrelation of noisy - GT on those pairs (sRGB, 8 bits)
 DEFAULT_LEVELS: dict[str, tuple[float, ...]] = {
     "gaussian_var": (0.02,),
     "sigma": (25.0,),
