@@ -10,6 +10,7 @@ SIDD-setting default") holds the figures.
 
     python bench/vae_ceiling.py --noise poisson_gaussian --epochs 4
     python bench/vae_ceiling.py --noise camera --epochs 4 --test_pairs ../shared/data/sidd_real
+    python bench/vae_ceiling.py --noise camera --model_dir runs/sidd/model/round0/vae   # a trained model, no training
 """
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--test_pairs", default=None, help="also score on real pairs: a folder with noisy/ and gt/")
     p.add_argument("--cache_dir", default=None, help="where the embedded sample is cached")
+    p.add_argument("--model_dir", default=None, help="score this trained VAE (config.json + weights) instead of training one")
     return p.parse_args(argv)
 
 
@@ -54,8 +56,6 @@ def scores(model, noisy: list[np.ndarray], clean: list[np.ndarray]) -> tuple[flo
 
 
 def run(args: argparse.Namespace) -> None:
-    import tensorflow as tf
-
     from data.images import read_image
     from data.noise import add_noise, parse_noise
     from data.pairs import TEST_STREAM, tfrecord_train_pairs
@@ -74,9 +74,16 @@ def run(args: argparse.Namespace) -> None:
         pairs = pair_noisy_gt_folders(Path(args.test_pairs) / "noisy", Path(args.test_pairs) / "gt")
         sets["real pairs"] = ([read_image(n, colour=True).astype(np.float32) / 255.0 for n, _ in pairs],
                               [read_image(g, colour=True) for _, g in pairs])
+    print(f"noise {noise.describe()}; PSNR dB: noisy / VAE / ceiling VAE(clean)")
+    if args.model_dir:
+        from models.io import load_model
+
+        model = load_model(args.model_dir)
+        print(f"{args.model_dir}: " + "; ".join(f"{name} {' / '.join(f'{v:.2f}' for v in scores(model, *pair))}"
+                                               for name, pair in sets.items()))
+        return
     set_seeds(args.seed)
     model = build_vae(VAEConfig(latent_dim=args.latent_dim, lambda_kl=1e-3, lambda_latent=1e-2, lambda_eq=0.1, bn_momentum=0.9))
-    print(f"noise {noise.describe()}; PSNR dB: noisy / VAE / ceiling VAE(clean)")
     with tempfile.TemporaryDirectory() as work:
         for epoch in range(1, args.epochs + 1):
             started = time.perf_counter()
@@ -87,7 +94,6 @@ def run(args: argparse.Namespace) -> None:
             seconds = time.perf_counter() - started
             line = "; ".join(f"{name} {' / '.join(f'{v:.2f}' for v in scores(model, *pair))}" for name, pair in sets.items())
             print(f"epoch {epoch} ({seconds:.0f} s): {line}", flush=True)
-    del tf
 
 
 def main(argv=None) -> int:
