@@ -82,7 +82,9 @@ def build_data(args: argparse.Namespace) -> RunData:
     if args.benchmark_mat:
         from data.sidd import load_mat_blocks
 
-        benchmark = load_mat_blocks(args.benchmark_mat, benchmark_key, expected="BenchmarkNoisyBlocksSrgb")
+        # the validation noisy blocks are accepted too: a dry run of the submission path
+        benchmark = load_mat_blocks(args.benchmark_mat, benchmark_key,
+                                    expected=("BenchmarkNoisyBlocksSrgb", "ValidationNoisyBlocksSrgb"))
     if args.test_files_path is None:
         test = None
     elif is_mat(args.test_files_path):

@@ -110,12 +110,12 @@ def pair_noisy_gt_folders(
     return pairs
 
 
-def load_mat_blocks(path: str | os.PathLike, key: str | None = None, expected: str | None = None) -> np.ndarray:
+def load_mat_blocks(path: str | os.PathLike, key: str | None = None, expected: str | tuple[str, ...] | None = None) -> np.ndarray:
     """Read SIDD blocks (B1, B2, H, W, C) uint8 from a MATLAB v5 or v7.3 (HDF5) `.mat` file.
 
     `key` names the array (the `--mat_key` flag). Without it the array must carry a SIDD
-    name: `expected` when given (e.g. ValidationGtBlocksSrgb for the GT file), else the one
-    SIDD key the file holds; an array under any other name is refused, not guessed, so a
+    name: `expected` when given (a name or names, e.g. ValidationGtBlocksSrgb for the GT
+    file), else the one SIDD key the file holds; an array under any other name is refused, not guessed, so a
     wrong file is not silently read. A wrong key, dtype or shape is a DataError naming the file.
     """
     import h5py
@@ -148,19 +148,19 @@ def load_mat_blocks(path: str | os.PathLike, key: str | None = None, expected: s
     return np.ascontiguousarray(array)
 
 
-def _choose_key(path: Path, names: list[str], key: str | None, expected: str | None) -> str:
+def _choose_key(path: Path, names: list[str], key: str | None, expected: str | tuple[str, ...] | None) -> str:
     held = ", ".join(f"`{n}`" for n in names) or "no array"
     if key is not None:
         if key not in names:
             raise DataError(f"{path}: no array named `{key}` (--mat_key); the file holds {held}")
         return key
-    wanted = [expected] if expected else list(MAT_KEYS)
+    wanted = [expected] if isinstance(expected, str) else list(expected or MAT_KEYS)
     known = [n for n in names if n in wanted]
     if len(known) == 1:
         return known[0]
     if len(known) > 1:
         raise DataError(f"{path}: holds several SIDD arrays ({held}); choose one with --mat_key")
-    what = f"`{expected}`" if expected else "a SIDD array (" + ", ".join(MAT_KEYS) + ")"
+    what = f"`{wanted[0]}`" if len(wanted) == 1 else "a SIDD array (" + " or ".join(f"`{w}`" for w in wanted) + ")"
     hint = f"; if `{names[0]}` is the right one, pass --mat_key {names[0]}" if len(names) == 1 else "; choose one with --mat_key"
     raise DataError(f"{path}: expected {what}, the file holds {held}{hint}")
 
