@@ -1,5 +1,6 @@
 """RSE-RL on SIDD (real smartphone noise), or on the embedded sample with synthetic
-camera noise (`--noise camera`, fitted to real SIDD pairs) when no training paths are given.
+camera noise (`--noise camera`, fitted to real SIDD pairs) when no training paths are given;
+the sample's photos are then upsampled x3 so that their detail per pixel is a phone's.
 
     python experiment_sidd_denoise.py --file_batch 5 --epoch 25 --latent_dim 96 --target_psnr 34 \
         --train_files_path sidd_noise/ --validation_file_path sidd_ground_truth/ \
@@ -75,7 +76,7 @@ def build_data(args: argparse.Namespace) -> RunData:
     from data.noise import parse_noise
     from data.pairs import (folder_test_set, is_mat, mat_test_set, sidd_train_pairs, tfrecord_test_set,
                             tfrecord_train_pairs)
-    from data.sample import ensure_sample
+    from data.sample import PHONE_SCALE, ensure_sample
 
     noisy_key, gt_key, benchmark_key = mat_keys(args.mat_key)
     benchmark = None
@@ -96,7 +97,7 @@ def build_data(args: argparse.Namespace) -> RunData:
     if args.train_files_path is None:
         if args.noise is None:
             args.noise_config = parse_noise("camera", args.noise_level)
-        paths = ensure_sample(args.cache_dir)
+        paths = ensure_sample(args.cache_dir, scale=PHONE_SCALE)  # phone-like detail per pixel (data/sample.py)
         tfrecord_train_pairs(paths.train_dir, args.noise_config, args.seed)  # checks the shards before training
         if test is None:
             test = tfrecord_test_set(paths.test_dir, args.noise_config, args.seed, args.max_test_images)
@@ -105,7 +106,7 @@ def build_data(args: argparse.Namespace) -> RunData:
             return tfrecord_train_pairs(paths.train_dir, args.noise_config, args.seed, file_batch=args.file_batch, shuffle_buffer=0)
 
         tested_on = "" if args.test_files_path is None else f", tested on {args.test_files_path}"
-        return RunData(f"the embedded sample, {args.noise_config.describe()} noise{tested_on}", sample_pairs, test,
+        return RunData(f"the embedded sample (phone-like, x{PHONE_SCALE}), {args.noise_config.describe()} noise{tested_on}", sample_pairs, test,
                        benchmark_blocks=benchmark)
 
     if args.noise is None:
