@@ -115,7 +115,7 @@ def build_data(args: argparse.Namespace) -> RunData:
 
     def train_pairs():
         return sidd_train_pairs(args.train_files_path, args.validation_file_path, args.noise_config, args.seed,
-                                crop=args.crop, crops_per_image=args.crops_per_image)
+                                crop=args.crop, crops_per_image=args.crops_per_image, report_padding=False)
 
     return RunData(f"SIDD {args.test_files_path}", train_pairs, test, benchmark_blocks=benchmark)
 

@@ -78,12 +78,14 @@ def tfrecord_train_pairs(directory, noise: NoiseConfig, seed: int, *, shuffle_bu
     return synthetic_pairs(images, noise, seed)
 
 
-def sidd_train_pairs(noisy_dir, gt_dir, noise: NoiseConfig, seed: int, *, crop: int = 256, crops_per_image: int = 8):
+def sidd_train_pairs(noisy_dir, gt_dir, noise: NoiseConfig, seed: int, *, crop: int = 256, crops_per_image: int = 8,
+                     report_padding: bool = True):
     """Training pairs from SIDD-Medium folders: real pairs, or synthetic noise on the GT images."""
     from data.sidd import pair_noisy_gt_folders, sidd_crops_dataset
 
     pairs = pair_noisy_gt_folders(noisy_dir, gt_dir)
-    crops = sidd_crops_dataset(pairs, crop=crop, crops_per_image=crops_per_image, seed=seed, epochs=1)
+    crops = sidd_crops_dataset(pairs, crop=crop, crops_per_image=crops_per_image, seed=seed, epochs=1,
+                               report_padding=report_padding)
     if noise.model == "none":
         return real_pairs(crops)
     return synthetic_pairs(crops.map(lambda n, c: c), noise, seed)

@@ -244,6 +244,7 @@ def sidd_crops_dataset(
     crops_per_image: int = 8,
     seed: int = 0,
     epochs: int | None = 1,
+    report_padding: bool = True,
 ):
     """Stream (noisy, clean) uint8 crops (crop, crop, 3) from SIDD-Medium pairs.
 
@@ -254,7 +255,8 @@ def sidd_crops_dataset(
     forever. Image sizes are read from the PNG headers up front, so a pair whose sizes
     differ is a DataError before any decoding. A pair with a side shorter than `crop`
     is used whole: noisy and clean are mirror-padded (bottom and right edges, the same
-    way) to the crop size, so a real data set with one small image still trains.
+    way) to the crop size, so a real data set with one small image still trains; the
+    padded files are logged (report_padding=False: not again, for a stream rebuilt per phase).
     """
     import tensorflow as tf
 
@@ -276,7 +278,7 @@ def sidd_crops_dataset(
         if min(size_n) < crop:
             padded.append(f"{noisy.name} ({size_n[1]}x{size_n[0]})")
         sizes[k] = np.maximum(size_n, crop)
-    if padded:
+    if padded and report_padding:
         LOG.info("%d training pair(s) smaller than the %dx%d crop are used whole, mirror-padded to it: %s",
                  len(padded), crop, crop, ", ".join(padded))
     noisy_names = [str(p[0]) for p in pairs]
