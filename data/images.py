@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import cv2
@@ -11,6 +12,14 @@ from data.errors import DataError
 from utils import atomic_write_bytes
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+class ImageConversionWarning(UserWarning):
+    """An input image was converted on reading (16-bit to 8-bit, alpha dropped); the message names the file.
+
+    Python's default warning filter shows each distinct message once, so a file read
+    every epoch is reported once per process.
+    """
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
@@ -33,7 +42,8 @@ def read_image(path: str | os.PathLike, colour: bool | None = None) -> np.ndarra
     """Read an image file as uint8 (H, W, C), RGB order.
 
     colour=True converts grey to RGB, colour=False converts RGB to grey (C=1),
-    None keeps what the file holds. 16-bit files are scaled to 8 bits.
+    None keeps what the file holds. 16-bit files are scaled to 8 bits and an alpha
+    channel is dropped, each with an ImageConversionWarning naming the file.
     """
     path = Path(path)
     if not path.is_file():
@@ -42,12 +52,14 @@ def read_image(path: str | os.PathLike, colour: bool | None = None) -> np.ndarra
     if img is None:
         raise DataError(f"{path}: cannot be decoded as an image (corrupt or unsupported format)")
     if img.dtype == np.uint16:
+        warnings.warn(f"{path}: 16-bit image, scaled to 8 bits", ImageConversionWarning, stacklevel=2)
         img = (img.astype(np.float32) / 257.0).round().astype(np.uint8)
     elif img.dtype != np.uint8:
         raise DataError(f"{path}: unsupported pixel type {img.dtype}")
     if img.ndim == 2:
         img = img[:, :, None]
     elif img.shape[2] == 4:
+        warnings.warn(f"{path}: RGBA image, alpha channel dropped", ImageConversionWarning, stacklevel=2)
         img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
     elif img.shape[2] == 3:
         img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)

@@ -66,10 +66,11 @@ def real_pairs(noisy_clean_uint8):
 
 def tfrecord_train_pairs(directory, noise: NoiseConfig, seed: int, *, shuffle_buffer: int = 256, file_batch: int = 5, num_shards: int = 1, shard_index: int = 0):
     """Training pairs from a CelebA-schema TFRecord folder (`--train_files_path`)."""
-    from data.celeba import celeba_dataset
+    from data.celeba import celeba_dataset, inspect_shards, list_shards
 
     if noise.model == "none":
         raise DataError("--noise none needs real noisy/clean pairs (SIDD); TFRecord folders hold clean images only")
+    inspect_shards(list_shards(directory))  # a truncated shard is named here, not as a DataLossError mid-training
     images = celeba_dataset(
         directory, shuffle_buffer=shuffle_buffer, seed=seed, num_shards=num_shards,
         shard_index=shard_index, cycle_length=max(1, file_batch),
@@ -77,12 +78,14 @@ def tfrecord_train_pairs(directory, noise: NoiseConfig, seed: int, *, shuffle_bu
     return synthetic_pairs(images, noise, seed)
 
 
-def sidd_train_pairs(noisy_dir, gt_dir, noise: NoiseConfig, seed: int, *, crop: int = 256, crops_per_image: int = 8):
+def sidd_train_pairs(noisy_dir, gt_dir, noise: NoiseConfig, seed: int, *, crop: int = 256, crops_per_image: int = 8,
+                     report_padding: bool = True):
     """Training pairs from SIDD-Medium folders: real pairs, or synthetic noise on the GT images."""
     from data.sidd import pair_noisy_gt_folders, sidd_crops_dataset
 
     pairs = pair_noisy_gt_folders(noisy_dir, gt_dir)
-    crops = sidd_crops_dataset(pairs, crop=crop, crops_per_image=crops_per_image, seed=seed, epochs=1)
+    crops = sidd_crops_dataset(pairs, crop=crop, crops_per_image=crops_per_image, seed=seed, epochs=1,
+                               report_padding=report_padding)
     if noise.model == "none":
         return real_pairs(crops)
     return synthetic_pairs(crops.map(lambda n, c: c), noise, seed)
@@ -129,11 +132,17 @@ def array_test_set(name: str, clean: np.ndarray, noise: NoiseConfig, seed: int, 
     return TestSet(f"{name} ({len(clean)} images, {'real noise' if noisy is not None else noise.describe()})", len(clean), open_pairs)
 
 
-def folder_test_set(clean_dir, noise: NoiseConfig, seed: int, noisy_dir=None, colour: bool = True, limit: int | None = None) -> TestSet:
-    """Test pairs from image folders: clean only (synthetic noise), or noisy + clean folders."""
+def folder_test_set(clean_dir, noise: NoiseConfig, seed: int, noisy_dir=None, colour: bool = True,
+                    limit: int | None = None, min_size: int = 1) -> TestSet:
+    """Test pairs from image folders: clean only (synthetic noise), or noisy + clean folders.
+
+    Images are scored at their true size. Sizes are checked up front (PNG headers): a noisy
+    image whose GT differs in size, or an image with a side below `min_size` (one patch),
+    is a DataError naming the file(s) before anything is trained.
+    """
     from data.folders import list_images
     from data.images import read_image
-    from data.sidd import pair_noisy_gt_folders
+    from data.sidd import image_size, pair_noisy_gt_folders
 
     if noisy_dir is not None:
         pairs = pair_noisy_gt_folders(noisy_dir, clean_dir)
@@ -142,6 +151,13 @@ def folder_test_set(clean_dir, noise: NoiseConfig, seed: int, noisy_dir=None, co
             raise DataError(f"{clean_dir}: --noise none needs a folder of noisy images too")
         pairs = [(None, p) for p in list_images(clean_dir)]
     pairs = pairs[:limit] if limit else pairs
+    for noisy_path, clean_path in pairs:
+        height, width = image_size(clean_path)
+        if noisy_path is not None and image_size(noisy_path) != (height, width):
+            h, w = image_size(noisy_path)
+            raise DataError(f"{noisy_path}: size {w}x{h} differs from its ground truth {clean_path} {width}x{height}")
+        if min(height, width) < min_size:
+            raise DataError(f"{noisy_path or clean_path}: image is {width}x{height}, smaller than one {min_size}x{min_size} patch")
 
     def open_pairs() -> Iterator[TestPair]:
         for index, (noisy_path, clean_path) in enumerate(pairs):
@@ -159,12 +175,15 @@ def folder_test_set(clean_dir, noise: NoiseConfig, seed: int, noisy_dir=None, co
     return TestSet(f"{clean_dir} ({len(pairs)} images)", len(pairs), open_pairs)
 
 
-def mat_test_set(noisy_mat, gt_mat, limit: int | None = None) -> TestSet:
-    """SIDD validation blocks: every (40 x 32) 256x256 block at its true size."""
+def mat_test_set(noisy_mat, gt_mat, limit: int | None = None, keys: tuple[str | None, str | None] = (None, None)) -> TestSet:
+    """SIDD validation blocks: every (40 x 32) 256x256 block at its true size.
+
+    `keys` (from --mat_key) name the arrays; None expects SIDD's own names.
+    """
     from data.sidd import load_mat_blocks
 
-    noisy = load_mat_blocks(noisy_mat)
-    clean = load_mat_blocks(gt_mat)
+    noisy = load_mat_blocks(noisy_mat, keys[0], expected="ValidationNoisyBlocksSrgb")
+    clean = load_mat_blocks(gt_mat, keys[1], expected="ValidationGtBlocksSrgb")
     if noisy.shape != clean.shape:
         raise DataError(f"{noisy_mat}: blocks {noisy.shape} do not match {gt_mat} {clean.shape}")
     noisy = noisy.reshape(-1, *noisy.shape[-3:])

@@ -11,6 +11,7 @@ the benchmark submission file.
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 import struct
@@ -22,6 +23,7 @@ from data.errors import DataError
 from data.images import IMAGE_SUFFIXES, read_image
 from utils import atomic_write
 
+LOG = logging.getLogger("rse_rl")
 MAT_KEYS = ("ValidationNoisyBlocksSrgb", "ValidationGtBlocksSrgb", "BenchmarkNoisyBlocksSrgb")
 SUBMISSION_FILE = "SubmitSrgb.mat"
 SUBMISSION_KEY = "DenoisedBlocksSrgb"
@@ -108,11 +110,13 @@ def pair_noisy_gt_folders(
     return pairs
 
 
-def load_mat_blocks(path: str | os.PathLike, key: str | None = None) -> np.ndarray:
+def load_mat_blocks(path: str | os.PathLike, key: str | None = None, expected: str | tuple[str, ...] | None = None) -> np.ndarray:
     """Read SIDD blocks (B1, B2, H, W, C) uint8 from a MATLAB v5 or v7.3 (HDF5) `.mat` file.
 
-    With key=None the file's single array is used (or the one known SIDD key it holds).
-    A wrong key, dtype or shape is a DataError naming the file.
+    `key` names the array (the `--mat_key` flag). Without it the array must carry a SIDD
+    name: `expected` when given (a name or names, e.g. ValidationGtBlocksSrgb for the GT
+    file), else the one SIDD key the file holds; an array under any other name is refused, not guessed, so a
+    wrong file is not silently read. A wrong key, dtype or shape is a DataError naming the file.
     """
     import h5py
     import scipy.io
@@ -123,7 +127,7 @@ def load_mat_blocks(path: str | os.PathLike, key: str | None = None) -> np.ndarr
     if h5py.is_hdf5(path):
         with h5py.File(path, "r") as fh:
             names = [k for k in fh.keys() if not k.startswith("#") and isinstance(fh[k], h5py.Dataset)]
-            name = _choose_key(path, names, key)
+            name = _choose_key(path, names, key, expected)
             # MATLAB writes column-major: HDF5 sees the axes in reverse order.
             array = np.asarray(fh[name][()]).transpose()
     else:
@@ -132,7 +136,7 @@ def load_mat_blocks(path: str | os.PathLike, key: str | None = None) -> np.ndarr
         except Exception as exc:  # scipy raises several types for non-mat input
             raise DataError(f"{path}: not a readable MATLAB .mat file ({exc})") from None
         names = [k for k, v in contents.items() if not k.startswith("__") and isinstance(v, np.ndarray)]
-        name = _choose_key(path, names, key)
+        name = _choose_key(path, names, key, expected)
         array = contents[name]
     if array.dtype != np.uint8:
         raise DataError(f"{path}: `{name}` has dtype {array.dtype}, expected uint8 blocks")
@@ -144,17 +148,21 @@ def load_mat_blocks(path: str | os.PathLike, key: str | None = None) -> np.ndarr
     return np.ascontiguousarray(array)
 
 
-def _choose_key(path: Path, names: list[str], key: str | None) -> str:
+def _choose_key(path: Path, names: list[str], key: str | None, expected: str | tuple[str, ...] | None) -> str:
+    held = ", ".join(f"`{n}`" for n in names) or "no array"
     if key is not None:
         if key not in names:
-            raise DataError(f"{path}: no array named `{key}`; the file holds: {', '.join(names) or 'nothing'}")
+            raise DataError(f"{path}: no array named `{key}` (--mat_key); the file holds {held}")
         return key
-    if len(names) == 1:
-        return names[0]
-    known = [n for n in names if n in MAT_KEYS]
+    wanted = [expected] if isinstance(expected, str) else list(expected or MAT_KEYS)
+    known = [n for n in names if n in wanted]
     if len(known) == 1:
         return known[0]
-    raise DataError(f"{path}: cannot tell which array to read; give a key, one of: {', '.join(names) or 'nothing'}")
+    if len(known) > 1:
+        raise DataError(f"{path}: holds several SIDD arrays ({held}); choose one with --mat_key")
+    what = f"`{wanted[0]}`" if len(wanted) == 1 else "a SIDD array (" + " or ".join(f"`{w}`" for w in wanted) + ")"
+    hint = f"; if `{names[0]}` is the right one, pass --mat_key {names[0]}" if len(names) == 1 else "; choose one with --mat_key"
+    raise DataError(f"{path}: expected {what}, the file holds {held}{hint}")
 
 
 def write_sidd_submission(blocks: np.ndarray, out_dir: str | os.PathLike) -> Path:
@@ -195,6 +203,12 @@ def load_sidd_submission(path: str | os.PathLike) -> np.ndarray:
     return np.stack([np.stack([np.asarray(cells[i, j]) for j in range(cells.shape[1])]) for i in range(cells.shape[0])])
 
 
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(H, W) of an image file: from the PNG header when it is one, else by decoding it."""
+    size = _image_size(Path(path))
+    return size if size is not None else tuple(read_image(path).shape[:2])
+
+
 def _image_size(path: Path) -> tuple[int, int] | None:
     """(H, W) from a PNG header without decoding, or None for other formats."""
     with open(path, "rb") as fh:
@@ -216,12 +230,21 @@ def _crop_windows(n_pairs: int, crops: int, sizes: np.ndarray, crop: int, seed: 
     return pair, np.stack([tops, lefts], axis=1)
 
 
+def _mirror_pad(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Extend an image to at least height x width by mirroring at its bottom and right edges."""
+    pad_h, pad_w = max(0, height - image.shape[0]), max(0, width - image.shape[1])
+    if not (pad_h or pad_w):
+        return image
+    return np.pad(image, ((0, pad_h), (0, pad_w), (0, 0)), mode="symmetric")
+
+
 def sidd_crops_dataset(
     pairs: list[tuple[str | os.PathLike, str | os.PathLike]],
     crop: int = 256,
     crops_per_image: int = 8,
     seed: int = 0,
     epochs: int | None = 1,
+    report_padding: bool = True,
 ):
     """Stream (noisy, clean) uint8 crops (crop, crop, 3) from SIDD-Medium pairs.
 
@@ -229,8 +252,11 @@ def sidd_crops_dataset(
     the SAME window from noisy and clean, and drops the images. The pair order is a
     fresh permutation each epoch and the windows are a pure function of
     (seed, epoch, pair), so the stream is reproducible from `seed`; epochs=None repeats
-    forever. Image sizes are read from the PNG headers up front, so a crop larger than
-    an image, or a pair whose sizes differ, is a DataError before any decoding.
+    forever. Image sizes are read from the PNG headers up front, so a pair whose sizes
+    differ is a DataError before any decoding. A pair with a side shorter than `crop`
+    is used whole: noisy and clean are mirror-padded (bottom and right edges, the same
+    way) to the crop size, so a real data set with one small image still trains; the
+    padded files are logged (report_padding=False: not again, for a stream rebuilt per phase).
     """
     import tensorflow as tf
 
@@ -238,6 +264,7 @@ def sidd_crops_dataset(
         raise DataError("sidd_crops_dataset: no image pairs")
     pairs = [(Path(n), Path(g)) for n, g in pairs]
     sizes = np.zeros((len(pairs), 2), dtype=np.int64)
+    padded = []
     for k, (noisy, gt) in enumerate(pairs):
         for path in (noisy, gt):
             if not path.is_file():
@@ -247,10 +274,13 @@ def sidd_crops_dataset(
             size_n = read_image(noisy).shape[:2]
             size_g = read_image(gt).shape[:2]
         if tuple(size_n) != tuple(size_g):
-            raise DataError(f"{noisy}: size {size_n} differs from its ground truth {gt} {size_g}")
+            raise DataError(f"{noisy}: size {size_n[1]}x{size_n[0]} differs from its ground truth {gt} {size_g[1]}x{size_g[0]}")
         if min(size_n) < crop:
-            raise DataError(f"{noisy}: image {size_n[1]}x{size_n[0]} is smaller than the {crop}x{crop} crop")
-        sizes[k] = size_n
+            padded.append(f"{noisy.name} ({size_n[1]}x{size_n[0]})")
+        sizes[k] = np.maximum(size_n, crop)
+    if padded and report_padding:
+        LOG.info("%d training pair(s) smaller than the %dx%d crop are used whole, mirror-padded to it: %s",
+                 len(padded), crop, crop, ", ".join(padded))
     noisy_names = [str(p[0]) for p in pairs]
     gt_names = [str(p[1]) for p in pairs]
 
@@ -260,6 +290,7 @@ def sidd_crops_dataset(
         clean = read_image(gt_names[pair], colour=True)
         if noisy.shape != clean.shape:
             raise DataError(f"{noisy_names[pair]}: size differs from its ground truth {gt_names[pair]}")
+        noisy, clean = (_mirror_pad(image, crop, crop) for image in (noisy, clean))
         rows = corners[:, 0, None] + np.arange(crop)  # (k, crop)
         cols = corners[:, 1, None] + np.arange(crop)
         index = (rows[:, :, None], cols[:, None, :])

@@ -60,3 +60,67 @@ def test_bad_flags_are_named():
         parse_noise("poisson_gaussian", "0.1")
     with pytest.raises(DataError, match="--noise_level"):
         parse_noise("sigma", "abc")
+
+
+def _lag1(residual: np.ndarray) -> float:
+    """Mean of the horizontal and vertical lag-1 autocorrelations of (H, W, C) noise."""
+    d = residual - residual.mean(axis=(0, 1))
+    return float(0.5 * ((d[:, 1:] * d[:, :-1]).mean() + (d[1:] * d[:-1]).mean()) / d.var())
+
+
+def test_camera_noise_on_flat_grey_has_the_documented_lag1_correlation():
+    from data.noise import CAMERA_MEASURED_LAG1
+
+    grey = np.full((256, 256, 3), 0.4)
+    cfg = parse_noise("camera")
+    numpy_noise = add_noise(grey, cfg, seed=(0, 1)) - 0.4
+    tf_noise = add_noise_tf(tf.constant(grey, tf.float32), cfg, [0, 1]).numpy() - 0.4
+    for residual in (numpy_noise, tf_noise):
+        assert residual.std() > 5 / 255  # real noise, not rounding
+        assert abs(_lag1(residual) - CAMERA_MEASURED_LAG1) < 0.1
+    white = add_noise(grey, parse_noise("camera", "0.02,0.02,0.005,0,0"), seed=(0, 1)) - 0.4
+    assert abs(_lag1(white)) < 0.03  # rho = 0: no spatial correlation, so the kernel is what makes it
+
+
+def test_camera_noise_is_seeded_and_reproducible():
+    clean = np.random.default_rng(0).integers(0, 256, (48, 40, 3), dtype=np.uint8)
+    cfg = parse_noise("camera")
+    np.testing.assert_array_equal(add_noise(clean, cfg, (3, 1)), add_noise(clean, cfg, (3, 1)))
+    assert not np.array_equal(add_noise(clean, cfg, (3, 1)), add_noise(clean, cfg, (3, 2)))
+    x = tf.constant(clean / 255.0, tf.float32)
+    np.testing.assert_array_equal(add_noise_tf(x, cfg, [3, 1]).numpy(), add_noise_tf(x, cfg, [3, 1]).numpy())
+    assert not np.array_equal(add_noise_tf(x, cfg, [3, 1]).numpy(), add_noise_tf(x, cfg, [3, 2]).numpy())
+    out = add_noise(clean, cfg, 0)
+    np.testing.assert_array_equal(np.round(out * 255), out * 255)  # 8-bit, like a camera's sRGB file
+
+
+def test_camera_noise_follows_the_model_in_linear_light():
+    # Fixed gain g: in linear light the noise variance is g * (x + r), and the 3-tap kernel keeps it
+    # (unit energy), so at mid-grey the sRGB std is the tone curve's slope times sqrt(g (x + r)).
+    from data.noise import linear_to_srgb, srgb_to_linear
+
+    g, r, level = 0.004, 0.005, 0.5
+    residual = add_noise(np.full((256, 256, 3), level), parse_noise("camera", f"{g},{g},{r},0.45,0.3"), 0) - level
+    x = srgb_to_linear(np.array(level))
+    slope = (linear_to_srgb(x + 1e-4) - linear_to_srgb(x - 1e-4)) / 2e-4
+    assert residual.std() == pytest.approx(slope * np.sqrt(g * (x + r)), rel=0.05)
+    np.testing.assert_allclose(linear_to_srgb(srgb_to_linear(np.linspace(0, 1, 11))), np.linspace(0, 1, 11), atol=1e-6)
+    channels = np.corrcoef((residual - residual.mean()).reshape(-1, 3).T)[np.triu_indices(3, 1)]
+    assert np.all(np.abs(channels - 0.3) < 0.05)
+
+
+def test_strong_camera_noise_darkens_mid_tones_like_high_iso_shots():
+    grey = np.full((200, 200, 3), 100 / 255)
+    strong = add_noise(grey, parse_noise("camera", "0.06,0.06,0.005,0.45,0.3"), 0)
+    weak = add_noise(grey, parse_noise("camera", "0.003,0.003,0.005,0.45,0.3"), 0)
+    assert (strong.mean() - grey.mean()) * 255 < -3  # SIDD's ISO 3200 pairs: 6-10 grey levels darker
+    assert abs(weak.mean() - grey.mean()) * 255 < 1
+
+
+def test_camera_levels_are_checked():
+    with pytest.raises(DataError, match="--noise_level: camera takes 5 value"):
+        parse_noise("camera", "0.01,0.02")
+    with pytest.raises(DataError, match="g_min <= g_max"):
+        parse_noise("camera", "0.02,0.01,0.005,0.45,0.3")
+    with pytest.raises(DataError, match="lag-1 autocorrelation must be at most 0.707"):
+        parse_noise("camera", "0.01,0.02,0.005,0.8,0.3")

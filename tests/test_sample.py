@@ -73,3 +73,22 @@ def test_grey_images():
     np.testing.assert_array_equal(train[0, :, :, 0], skimage.data.text()[:64, :64])
     with pytest.raises(DataError, match="choose 'train' or 'test'"):
         sample.sample_grey_images("validation")
+
+
+def test_phone_like_sample_has_a_phones_detail_per_pixel(tmp_path):
+    # The SIDD script's sample: the photos upsampled x3 (INTER_CUBIC), centre crops for testing,
+    # as many training crops as the plain sample; cached apart from it.
+    test = sample.sample_test_images(sample.PHONE_SCALE)
+    astronaut = cv2.resize(skimage.data.astronaut(), (1536, 1536), interpolation=cv2.INTER_CUBIC)
+    np.testing.assert_array_equal(test[0], astronaut[640:896, 640:896])
+    assert len(sample.sample_train_images(sample.PHONE_SCALE)) == len(sample.sample_train_images())
+
+    def blur_loss(images):  # PSNR of a 1-pixel Gaussian blur: high when there is little fine detail
+        from evaluation import psnr
+
+        return np.mean([psnr(x, cv2.GaussianBlur(x, (0, 0), 1.0)) for x in images])
+
+    assert blur_loss(test) > blur_loss(sample.sample_test_images()) + 8  # measured: 43.0 vs 30.1 dB
+    paths = sample.ensure_sample(tmp_path, scale=sample.PHONE_SCALE)
+    assert paths.test_dir == tmp_path / f"{SAMPLE_VERSION}-x{sample.PHONE_SCALE}" / "test"
+    np.testing.assert_array_equal(_read(paths.test_dir), test)

@@ -86,25 +86,38 @@ def test_mat_v73_round_trip(tmp_path):
 
 def test_mat_errors(tmp_path):
     scipy.io.savemat(tmp_path / "two.mat", {"alpha": _blocks(), "beta": _blocks()})
-    with pytest.raises(DataError, match="two.mat: no array named `ValidationGtBlocksSrgb`; the file holds: alpha, beta"):
+    with pytest.raises(DataError, match="two.mat: no array named `ValidationGtBlocksSrgb` \\(--mat_key\\); the file holds `alpha`, `beta`"):
         sidd.load_mat_blocks(tmp_path / "two.mat", "ValidationGtBlocksSrgb")
-    with pytest.raises(DataError, match="two.mat: cannot tell which array"):
+    with pytest.raises(DataError, match="two.mat: expected a SIDD array .*choose one with --mat_key"):
         sidd.load_mat_blocks(tmp_path / "two.mat")
     scipy.io.savemat(tmp_path / "flat.mat", {"x": _blocks()[0]})
     with pytest.raises(DataError, match=r"flat.mat: `x` has shape \(2, 8, 8, 3\)"):
-        sidd.load_mat_blocks(tmp_path / "flat.mat")
+        sidd.load_mat_blocks(tmp_path / "flat.mat", "x")
     scipy.io.savemat(tmp_path / "float.mat", {"x": _blocks().astype(np.float64)})
     with pytest.raises(DataError, match="float.mat: `x` has dtype float64"):
-        sidd.load_mat_blocks(tmp_path / "float.mat")
+        sidd.load_mat_blocks(tmp_path / "float.mat", "x")
     with h5py.File(tmp_path / "h5.mat", "w") as fh:
         fh.create_dataset("a", data=_blocks())
-    with pytest.raises(DataError, match="h5.mat: no array named `b`; the file holds: a"):
+    with pytest.raises(DataError, match="h5.mat: no array named `b` \\(--mat_key\\); the file holds `a`"):
         sidd.load_mat_blocks(tmp_path / "h5.mat", "b")
     (tmp_path / "junk.mat").write_bytes(b"not a mat file at all" * 10)
     with pytest.raises(DataError, match="junk.mat: not a readable MATLAB"):
         sidd.load_mat_blocks(tmp_path / "junk.mat")
     with pytest.raises(DataError, match="no such .mat file"):
         sidd.load_mat_blocks(tmp_path / "absent.mat")
+
+
+def test_mat_with_another_key_is_refused_unless_named(tmp_path):
+    blocks = _blocks(seed=3)
+    scipy.io.savemat(tmp_path / "mine.mat", {"myBlocks": blocks})
+    with pytest.raises(DataError, match="mine.mat: expected `ValidationGtBlocksSrgb`, the file holds `myBlocks`; "
+                                        "if `myBlocks` is the right one, pass --mat_key myBlocks"):
+        sidd.load_mat_blocks(tmp_path / "mine.mat", expected="ValidationGtBlocksSrgb")
+    np.testing.assert_array_equal(sidd.load_mat_blocks(tmp_path / "mine.mat", "myBlocks"), blocks)
+    # a GT file passed where the noisy blocks are expected is refused, not read
+    scipy.io.savemat(tmp_path / "gt.mat", {"ValidationGtBlocksSrgb": blocks})
+    with pytest.raises(DataError, match="gt.mat: expected `ValidationNoisyBlocksSrgb`, the file holds `ValidationGtBlocksSrgb`"):
+        sidd.load_mat_blocks(tmp_path / "gt.mat", expected="ValidationNoisyBlocksSrgb")
 
 
 def test_submission_round_trip(tmp_path):
@@ -155,11 +168,60 @@ def _contains(image, crop):
     return bool(np.any(np.all(windows == crop, axis=(2, 3, 4))))
 
 
-def test_crops_bad_sizes(tmp_path):
+def test_crops_size_mismatch_names_both_files(tmp_path):
     _pair_images(tmp_path, 0, 20, 30, seed=0)
-    pairs = sidd.find_sidd_medium_pairs(tmp_path)
-    with pytest.raises(DataError, match=r"0_NOISY_SRGB_010.PNG: image 30x20 is smaller than the 32x32 crop"):
-        sidd.sidd_crops_dataset(pairs, crop=32)
     write_image(tmp_path / "0_GT_SRGB_010.PNG", np.zeros((20, 31, 3), np.uint8))
-    with pytest.raises(DataError, match="0_NOISY_SRGB_010.PNG: size .* differs from its ground truth"):
+    pairs = sidd.find_sidd_medium_pairs(tmp_path)
+    with pytest.raises(DataError, match=r"0_NOISY_SRGB_010.PNG: size 30x20 differs from its ground truth .*0_GT_SRGB_010.PNG 31x20"):
         sidd.sidd_crops_dataset(pairs, crop=8)
+
+
+def _coordinate_pair(folder, name, h, w):
+    """A flat-folder pair whose pixels hold their own (row, column): GT blue 0, noisy blue 200."""
+    rows, cols = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+    gt = np.stack([rows, cols, np.zeros_like(rows)], axis=-1).astype(np.uint8)
+    noisy = gt.copy()
+    noisy[..., 2] = 200
+    write_image(folder / "noisy" / name, noisy)
+    write_image(folder / "gt" / name, gt)
+
+
+def test_crops_come_from_the_same_location_in_noisy_and_gt(tmp_path):
+    for k, (h, w) in enumerate([(60, 90), (100, 70), (48, 48)]):
+        _coordinate_pair(tmp_path, f"pair{k}.png", h, w)
+    pairs = sidd.pair_noisy_gt_folders(tmp_path / "noisy", tmp_path / "gt")
+    crops = [(n.numpy(), c.numpy()) for n, c in sidd.sidd_crops_dataset(pairs, crop=24, crops_per_image=5, seed=3)]
+    assert len(crops) == 15
+    corners = set()
+    for noisy, gt in crops:
+        np.testing.assert_array_equal(noisy[..., :2], gt[..., :2])  # same window in both
+        assert (noisy[..., 2] == 200).all() and (gt[..., 2] == 0).all()  # each from its own image
+        top, left = int(gt[0, 0, 0]), int(gt[0, 0, 1])
+        np.testing.assert_array_equal(gt[..., 0], top + np.arange(24)[:, None] + 0 * np.arange(24))  # a contiguous window
+        np.testing.assert_array_equal(gt[..., 1], left + np.arange(24)[None, :] + 0 * np.arange(24)[:, None])
+        corners.add((top, left))
+    assert len(corners) > 10  # windows are spread over the images
+
+
+def test_image_smaller_than_the_crop_trains_mirror_padded(tmp_path):
+    _coordinate_pair(tmp_path, "big.png", 64, 64)
+    _coordinate_pair(tmp_path, "small.png", 20, 30)  # smaller than the crop in both sides
+    pairs = sidd.pair_noisy_gt_folders(tmp_path / "noisy", tmp_path / "gt")
+    crops = [(n.numpy(), c.numpy()) for n, c in sidd.sidd_crops_dataset(pairs, crop=32, crops_per_image=2, seed=0)]
+    assert len(crops) == 4 and all(n.shape == c.shape == (32, 32, 3) for n, c in crops)
+    small = [(n, c) for n, c in crops if c[..., 0].max() < 20 and c[..., 1].max() < 30]
+    assert len(small) == 2
+    for noisy, gt in small:
+        np.testing.assert_array_equal(noisy[..., :2], gt[..., :2])
+        # the whole image is in the crop, then its mirror: rows 0..19, 19..8; columns 0..29, 29, 28
+        np.testing.assert_array_equal(gt[:, 0, 0], np.r_[np.arange(20), np.arange(19, 7, -1)])
+        np.testing.assert_array_equal(gt[0, :, 1], np.r_[np.arange(30), 29, 28])
+
+
+def test_small_pair_trains_through_the_training_stream(tmp_path):
+    from data.noise import parse_noise
+    from data.pairs import sidd_train_pairs
+
+    _coordinate_pair(tmp_path, "small.png", 20, 30)
+    pairs = list(sidd_train_pairs(tmp_path / "noisy", tmp_path / "gt", parse_noise("none"), 0, crop=32, crops_per_image=2))
+    assert len(pairs) == 2 and pairs[0][0].shape == (32, 32, 3)
