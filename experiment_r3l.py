@@ -1,17 +1,20 @@
 #!/usr/bin/env python
 """R3L (PPO residual recovery) and the R3N baseline: train on grey crops, test on a folder.
 
-Example (the README's BSD68 table):
+With no paths it trains and tests on grey crops of scikit-image's bundled photos, at the
+CPU settings (batch 16 x 48x48, 4 PPO passes, mixed bfloat16): a cloning warm start
+(--warm_start oracle, 150 episodes), then 20 PPO episodes. `--paper` gives the authors'
+settings (batch 32 x 70x70, 15 passes, 30,000 episodes, no warm start, float32): a GPU
+budget. The BSD68 table (docs/r3l.md):
   python experiment_r3l.py --method r3l --train_dir ../shared/data/train/Train400 \
       --test_dir ../shared/data/test/BSD68 --init_dncnn ../shared/data/weights/dncnn/dncnn_gray_sigma25.mat \
-      --out_dir runs/r3l
-With no paths it trains and tests on grey crops of scikit-image's bundled photos.
-Output in --out_dir: results.json, images/sigma<s>/<name>.png, checkpoints/ (--resume).
+      --warm_start dncnn --max_train_cpu_minutes 60 --out_dir runs/r3l
+Output in --out_dir: results.json, images/sigma<s>/<name>.png, checkpoints/ (--resume),
+tensorboard/, figures/learning_curve.png, warm_start_weights.npz.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
@@ -44,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test_dir", default=None, help="folder of test images")
     p.add_argument("--sigma", type=float, default=25.0, help="training noise std (0..255 units)")
     p.add_argument("--test_sigmas", type=float, nargs="+", default=[15.0, 25.0, 35.0])
-    p.add_argument("--episodes", type=int, default=40, help="episodes after the warm start (R3L: PPO; R3N: MSE steps)")
+    p.add_argument("--episodes", type=int, default=20, help="episodes after the warm start (R3L: PPO; R3N: MSE steps)")
     p.add_argument("--batch_size", type=int, default=16)
     p.add_argument("--crop", type=int, default=48)
     p.add_argument("--steps", type=int, default=6, help="actions per episode")

@@ -40,7 +40,7 @@ class R3LRunConfig:
 
     method: str = "r3l"
     sigma: float = 25.0
-    episodes: int = 40  # after the warm start: PPO episodes (R3L) or MSE steps (R3N)
+    episodes: int = 20  # after the warm start: PPO episodes (R3L) or MSE steps (R3N)
     warm_start: str = "oracle"
     warm_start_episodes: int = 150
     init_dncnn: str | None = None  # DnCNN .mat: copied into the dilated layers, and the `dncnn` teacher
