@@ -2,8 +2,8 @@
 """R3L (PPO residual recovery) and the R3N baseline: train on grey crops, test on a folder.
 
 With no paths it trains and tests on grey crops of scikit-image's bundled photos, at the
-CPU settings (batch 16 x 48x48, 4 PPO passes, mixed bfloat16): a cloning warm start
-(--warm_start oracle, 150 episodes), then 20 PPO episodes. `--paper` gives the authors'
+CPU settings (batch 8 x 32x32, 4 PPO passes, mixed bfloat16): a cloning warm start
+(--warm_start oracle, 200 episodes), then 10 PPO episodes. `--paper` gives the authors'
 settings (batch 32 x 70x70, 15 passes, 30,000 episodes, no warm start, float32): a GPU
 budget. The BSD68 table (docs/r3l.md):
   python experiment_r3l.py --method r3l --train_dir ../shared/data/train/Train400 \
@@ -47,9 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test_dir", default=None, help="folder of test images")
     p.add_argument("--sigma", type=float, default=25.0, help="training noise std (0..255 units)")
     p.add_argument("--test_sigmas", type=float, nargs="+", default=[15.0, 25.0, 35.0])
-    p.add_argument("--episodes", type=int, default=20, help="episodes after the warm start (R3L: PPO; R3N: MSE steps)")
-    p.add_argument("--batch_size", type=int, default=16)
-    p.add_argument("--crop", type=int, default=48)
+    p.add_argument("--episodes", type=int, default=10, help="episodes after the warm start (R3L: PPO; R3N: MSE steps)")
+    p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--crop", type=int, default=32)
     p.add_argument("--steps", type=int, default=6, help="actions per episode")
     p.add_argument("--update_passes", type=int, default=4, help="PPO passes per rollout (authors: 15)")
     p.add_argument("--minibatches", type=int, default=1, help="PPO minibatches per pass")
@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warm_start", choices=WARM_STARTS, default="oracle",
                    help="before PPO, clone the residual toward the clean crop (oracle) or toward DnCNN's "
                         "estimate (dncnn, needs --init_dncnn); R3N gets the same start")
-    p.add_argument("--warm_start_episodes", type=int, default=150)
+    p.add_argument("--warm_start_episodes", type=int, default=200)
     p.add_argument("--warm_start_lr", type=float, default=1e-3, help="Adam learning rate of the warm start")
     p.add_argument("--init_dncnn", default=None,
                    help="DnCNN MatConvNet .mat: initialises the dilated layers (as the authors) and is the "

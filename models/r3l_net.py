@@ -71,6 +71,37 @@ class _Trunk(tf.keras.layers.Layer):
         return x
 
 
+def noop_bias(channels: int, num_actions: int) -> np.ndarray:
+    """(C, A) bias of the last policy layer: NOOP_LOGIT on the residual-0 action, 0 elsewhere."""
+    bias = np.zeros((channels, num_actions), np.float32)
+    bias[:, num_actions // 2] = NOOP_LOGIT
+    return bias
+
+
+class _OrdinalKernel(tf.keras.initializers.Initializer):
+    """Last policy kernel W[..., c, a] = (a - A//2) / (A//2) * w[..., c], w small He-normal.
+
+    The logits then start as an ordinal ramp over the residuals, so the gradient reaching
+    the trunk is w times (mean action - target action), a regression signal as direct as
+    R3N's; with 27 independent random (or zero) columns it is a random mixture, and
+    cloning stalls at the marginal distribution (measured: cross-entropy flat at 2.35 for
+    100 steps on one fixed batch, where R3N gained 8 dB).
+    """
+
+    def __init__(self, channels: int, num_actions: int, scale: float = 0.1):
+        self.channels, self.num_actions, self.scale = channels, num_actions, scale
+
+    def __call__(self, shape, dtype=None, **kwargs):
+        kh, kw, fan_in, out = shape
+        half = self.num_actions // 2
+        w = tf.random.normal([kh, kw, fan_in, self.channels, 1], stddev=self.scale * np.sqrt(2.0 / (kh * kw * fan_in)))
+        ramp = (tf.range(self.num_actions, dtype=tf.float32) - half) / half
+        return tf.cast(tf.reshape(w * ramp, [kh, kw, fan_in, out]), dtype or tf.float32)
+
+    def get_config(self):
+        return {"channels": self.channels, "num_actions": self.num_actions, "scale": self.scale}
+
+
 def _run(layers, x):
     for layer in layers:
         x = layer(x)
@@ -86,12 +117,10 @@ class R3LNet(tf.keras.Model):
         self.trunk = _Trunk(cfg, name="trunk")
         self.policy_layers = _head(cfg, "pi", cfg.channels * cfg.num_actions)
         self.value_layers = _head(cfg, "v", cfg.channels)
-        if cfg.policy_init == "noop":  # last policy layer: zero kernel, bias favouring residual 0
-            bias = np.zeros((cfg.channels, cfg.num_actions), np.float32)
-            bias[:, cfg.num_actions // 2] = NOOP_LOGIT
+        if cfg.policy_init == "noop":
             last = self.policy_layers[-1]
-            last.kernel_initializer = tf.keras.initializers.Zeros()
-            last.bias_initializer = tf.keras.initializers.Constant(bias.ravel())
+            last.kernel_initializer = _OrdinalKernel(cfg.channels, cfg.num_actions)
+            last.bias_initializer = tf.keras.initializers.Constant(noop_bias(cfg.channels, cfg.num_actions).ravel())
 
     def _logits(self, features):
         z = _run(self.policy_layers, features)

@@ -73,7 +73,7 @@ class PPOConfig:
     normalize_advantages: bool = False
     clone_learning_rate: float = 1e-3  # warm start (constant; its own Adam)
     action_rule: str = "mean"  # deterministic policy: "mean" (nearest the mean action) or "argmax"
-    clone_mean_coef: float = 1.0  # warm start: weight of the squared error of the mean action index (/ A//2)
+    clone_mean_coef: float = 30.0  # warm start: weight of the squared error of the mean action index (/ A//2)
 
     def __post_init__(self):
         if self.action_rule not in ACTION_RULES:

@@ -40,12 +40,12 @@ class R3LRunConfig:
 
     method: str = "r3l"
     sigma: float = 25.0
-    episodes: int = 20  # after the warm start: PPO episodes (R3L) or MSE steps (R3N)
+    episodes: int = 10  # after the warm start: PPO episodes (R3L) or MSE steps (R3N)
     warm_start: str = "oracle"
-    warm_start_episodes: int = 150
+    warm_start_episodes: int = 200
     init_dncnn: str | None = None  # DnCNN .mat: copied into the dilated layers, and the `dncnn` teacher
-    batch_size: int = 16
-    crop: int = 48
+    batch_size: int = 8
+    crop: int = 32
     steps: int = 6
     precision: str = "mixed_bfloat16"
     policy_init: str = "noop"
@@ -253,7 +253,6 @@ class R3LRun:
             self.warm_weights = self._load_warm_weights(out_dir)
         t0, c0 = time.time(), time.process_time()
         history, window, curve = [], [], []
-        key = "episode_return" if cfg.method == "r3l" else None
 
         def point(episode: int) -> None:
             phase = "warm start" if episode <= cfg.warm_episodes and cfg.warm_episodes else cfg.method.upper()
@@ -294,11 +293,8 @@ class R3LRun:
                 bar.write(f"stopping at episode {done}: training budget reached")
                 break
         bar.close()
-        ppo_part = [h for h in history if "warm_mse" not in h and "clone_loss" not in h]
-        last = ppo_part[-50:]
+        last = [h for h in history if "warm_mse" not in h and "clone_loss" not in h][-50:]  # the method's own episodes
         summary = {k: float(np.mean([h[k] for h in last])) for k in (last[0] if last else {})}
-        if key and not last:
-            summary = {}
         return {"episodes_run": len(history), "episodes_done": int(self.episode.numpy()),
                 "warm_start_episodes": cfg.warm_episodes, "train_seconds": time.time() - t0,
                 "train_cpu_seconds": time.process_time() - c0, "last50_mean": summary, "curve": curve}

@@ -24,7 +24,7 @@ def test_smoke_run_writes_results_and_resumes(tmp_path):
     assert [row["test sigma"] for row in results["table"]] == ["15", "25"]
     assert "R3L PSNR" in first.stdout and "noisy SSIM" in first.stdout
     rows = results["images"]
-    assert len(rows) == 2 * 3 and all(np.isfinite(r["psnr"]) and 0 < r["ssim"] <= 1 for r in rows)
+    assert len(rows) == 2 * 3 and all(np.isfinite(r["psnr_R3L"]) and 0 < r["ssim_R3L"] <= 1 for r in rows)
     noisy15 = np.mean([r["psnr_noisy"] for r in rows if r["sigma"] == 15])
     noisy25 = np.mean([r["psnr_noisy"] for r in rows if r["sigma"] == 25])
     assert noisy15 > noisy25 + 3  # noise levels really differ

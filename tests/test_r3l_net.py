@@ -40,12 +40,18 @@ def test_greedy_inference_with_a_network_is_deterministic():
     assert not np.array_equal(a, noisy)  # the untrained He-initialised policy does act
 
 
-def test_noop_policy_init_starts_at_the_identity_and_still_explores():
+def test_noop_policy_init_starts_at_the_identity_with_an_ordinal_ramp():
     net = R3LNet(R3LNetConfig(width=8)).build_for()
     noisy = np.random.default_rng(0).uniform(size=(2, 12, 12, 1)).astype(np.float32)
-    np.testing.assert_array_equal(greedy_denoise(net.policy_logits, noisy).numpy(), noisy)
-    probs = tf.nn.softmax(net.policy_logits(noisy)).numpy()
-    np.testing.assert_allclose(probs[..., 13], np.exp(2.0) / (np.exp(2.0) + 26), rtol=1e-5)
+    for rule in ("argmax", "mean"):
+        np.testing.assert_array_equal(greedy_denoise(net.policy_logits, noisy, rule=rule).numpy(), noisy)
+    logits = net.policy_logits(noisy).numpy()
+    ramp = logits - np.where(np.arange(27) == 13, 2.0, 0.0)  # minus the no-op bias: (a - 13)/13 * z per pixel
+    slope = ramp[..., 26:27] / 1.0
+    np.testing.assert_allclose(ramp, slope * (np.arange(27) - 13) / 13, atol=1e-5)
+    assert 0 < np.abs(slope).max() < 1.0  # small: sampling still explores (no-op about 22%)
+    probs = tf.nn.softmax(logits).numpy()
+    np.testing.assert_allclose(probs[..., 13], np.exp(2.0) / (np.exp(2.0) + 26), rtol=0.2)
 
 
 def test_mixed_bfloat16_keeps_float32_variables_and_outputs_close_to_float32():
