@@ -1,17 +1,20 @@
 #!/usr/bin/env python
 """R3L (PPO residual recovery) and the R3N baseline: train on grey crops, test on a folder.
 
-Example (the README's BSD68 table):
+With no paths it trains and tests on grey crops of scikit-image's bundled photos, at the
+CPU settings (batch 8 x 32x32, 4 PPO passes, mixed bfloat16): a cloning warm start
+(--warm_start oracle, 200 episodes), then 10 PPO episodes. `--paper` gives the authors'
+settings (batch 32 x 70x70, 15 passes, 30,000 episodes, no warm start, float32): a GPU
+budget. The BSD68 table (docs/r3l.md):
   python experiment_r3l.py --method r3l --train_dir ../shared/data/train/Train400 \
       --test_dir ../shared/data/test/BSD68 --init_dncnn ../shared/data/weights/dncnn/dncnn_gray_sigma25.mat \
-      --out_dir runs/r3l
-With no paths it trains and tests on grey crops of scikit-image's bundled photos.
-Output in --out_dir: results.json, images/sigma<s>/<name>.png, checkpoints/ (--resume).
+      --warm_start dncnn --max_train_cpu_minutes 60 --out_dir runs/r3l
+Output in --out_dir: results.json, images/sigma<s>/<name>.png, checkpoints/ (--resume),
+tensorboard/, figures/learning_curve.png, warm_start_weights.npz.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
@@ -20,30 +23,60 @@ from pathlib import Path
 import numpy as np
 
 from data.errors import DataError, run_cli
+from models.r3l_net import POLICY_INITS, PRECISIONS
+from rl.r3l import METHODS, WARM_STARTS, R3LRunConfig
 
 log = logging.getLogger("rse_rl.r3l")
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+PAPER_SETTINGS = {  # the authors' PPO_batch.py: a GPU budget (about 85 CPU-seconds per episode here)
+    "batch_size": 32, "crop": 70, "update_passes": 15, "episodes": 30000, "warm_start": "none",
+    "precision": "float32", "policy_init": "he", "eval_every": 500, "save_every": 100,
+}
+SMOKE_SETTINGS = {"batch_size": 8, "crop": 24, "update_passes": 2, "episodes": 3, "warm_start_episodes": 40,
+                  "eval_every": 10, "save_every": 2}
+
+
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--method", choices=("r3l", "r3n"), default="r3l")
+    p.add_argument("--method", choices=METHODS, default="r3l")
+    p.add_argument("--paper", action="store_true",
+                   help="the authors' settings (batch 32 x 70x70, 15 passes, 30,000 episodes, no warm start, "
+                        "float32): a GPU budget; later flags still override")
     p.add_argument("--train_dir", default=None, help="folder of training images (grey or colour, read as grey)")
     p.add_argument("--test_dir", default=None, help="folder of test images")
     p.add_argument("--sigma", type=float, default=25.0, help="training noise std (0..255 units)")
     p.add_argument("--test_sigmas", type=float, nargs="+", default=[15.0, 25.0, 35.0])
-    p.add_argument("--episodes", type=int, default=30000, help="training episodes (one batch each)")
-    p.add_argument("--batch_size", type=int, default=32)
-    p.add_argument("--crop", type=int, default=70)
+    p.add_argument("--episodes", type=int, default=10, help="episodes after the warm start (R3L: PPO; R3N: MSE steps)")
+    p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--crop", type=int, default=32)
     p.add_argument("--steps", type=int, default=6, help="actions per episode")
-    p.add_argument("--update_passes", type=int, default=15, help="PPO passes per rollout")
+    p.add_argument("--update_passes", type=int, default=4, help="PPO passes per rollout (authors: 15)")
     p.add_argument("--minibatches", type=int, default=1, help="PPO minibatches per pass")
     p.add_argument("--clip", type=float, default=0.5)
     p.add_argument("--gamma", type=float, default=0.95)
     p.add_argument("--gae_lambda", type=float, default=1.0)
     p.add_argument("--entropy_coef", type=float, default=0.0)
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate, polynomial decay (power 0.9) to 0")
-    p.add_argument("--init_dncnn", default=None, help="DnCNN MatConvNet .mat to initialise the dilated layers")
-    p.add_argument("--max_train_minutes", type=float, default=None, help="stop training after this long (then test)")
+    p.add_argument("--lr", type=float, default=1e-4,
+                   help="PPO (R3N: MSE) Adam learning rate, polynomial decay (power 0.9) to 0 (authors: 1e-3)")
+    p.add_argument("--warm_start", choices=WARM_STARTS, default="oracle",
+                   help="before PPO, clone the residual toward the clean crop (oracle) or toward DnCNN's "
+                        "estimate (dncnn, needs --init_dncnn); R3N gets the same start")
+    p.add_argument("--warm_start_episodes", type=int, default=200)
+    p.add_argument("--warm_start_lr", type=float, default=1e-3, help="Adam learning rate of the warm start")
+    p.add_argument("--init_dncnn", default=None,
+                   help="DnCNN MatConvNet .mat: initialises the dilated layers (as the authors) and is the "
+                        "teacher of --warm_start dncnn")
+    p.add_argument("--precision", choices=PRECISIONS, default="mixed_bfloat16",
+                   help="hidden layers in bfloat16 (float32 variables and outputs) or all float32")
+    p.add_argument("--policy_init", choices=POLICY_INITS, default="noop",
+                   help="last policy layer: start at the no-op residual, or He normal (authors)")
+    p.add_argument("--strategy", default="default", choices=("auto", "default", "mirrored", "multiworker"),
+                   help="tf.distribute strategy, as for the VAE (utils.get_strategy)")
+    p.add_argument("--eval_every", type=int, default=25, help="learning-curve point every N episodes")
+    p.add_argument("--max_train_minutes", type=float, default=None, help="stop training after this wall time (then test)")
+    p.add_argument("--max_train_cpu_minutes", type=float, default=None,
+                   help="stop training after this much process CPU time, warm start included (then test)")
     p.add_argument("--save_every", type=int, default=100, help="checkpoint every N episodes")
     p.add_argument("--out_dir", default="runs/r3l")
     p.add_argument("--seed", type=int, default=0)
@@ -52,13 +85,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--test_limit", type=int, default=None, help="test on the first N images (by file name) only")
     p.add_argument("--test_skip", type=int, default=0, help="skip the first N test images (noise seeds keep their index)")
     p.add_argument("--no_images", action="store_true", help="do not write denoised images")
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = build_parser()
+    presets, _ = p.parse_known_args(argv)
+    if presets.paper:
+        p.set_defaults(**PAPER_SETTINGS)
+    if presets.smoke:
+        p.set_defaults(**SMOKE_SETTINGS)
     args = p.parse_args(argv)
-    if args.smoke:
-        args.episodes, args.batch_size, args.crop, args.update_passes = min(args.episodes, 3), 4, 24, 2
-        args.save_every = 2
-    for flag in ("episodes", "batch_size", "crop", "steps", "update_passes", "minibatches", "save_every"):
+    for flag in ("episodes", "warm_start_episodes", "batch_size", "crop", "steps", "update_passes", "minibatches",
+                 "save_every", "eval_every"):
         value = getattr(args, flag)
-        if value < (0 if flag == "episodes" else 1):
+        if value < (0 if flag in ("episodes", "warm_start_episodes") else 1):
             raise DataError(f"--{flag}: must be positive, got {value}")
     if args.crop < 8:
         raise DataError(f"--crop: must be at least 8, got {args.crop}")
@@ -66,7 +107,26 @@ def parse_args(argv=None) -> argparse.Namespace:
         raise DataError(f"--sigma/--test_sigmas: noise levels must be positive, got {args.sigma} / {args.test_sigmas}")
     if not 0 < args.clip < 1:
         raise DataError(f"--clip: must be in (0, 1), got {args.clip}")
+    if args.warm_start == "dncnn" and not args.init_dncnn:
+        raise DataError("--warm_start dncnn needs --init_dncnn PATH (the DnCNN-25 .mat whose estimates are cloned)")
+    if args.init_dncnn and not Path(args.init_dncnn).is_file():
+        raise DataError(f"--init_dncnn: {args.init_dncnn}: no such file")
     return args
+
+
+def run_config(args) -> R3LRunConfig:
+    """The run's config, built once from the flags."""
+    from rl.ppo import PPOConfig
+
+    ppo = PPOConfig(clip=args.clip, gamma=args.gamma, gae_lambda=args.gae_lambda, update_passes=args.update_passes,
+                    minibatches=args.minibatches, learning_rate=args.lr, total_episodes=max(1, args.episodes),
+                    entropy_coef=args.entropy_coef, clone_learning_rate=args.warm_start_lr)
+    return R3LRunConfig(
+        method=args.method, sigma=args.sigma, episodes=args.episodes, warm_start=args.warm_start,
+        warm_start_episodes=args.warm_start_episodes, init_dncnn=args.init_dncnn, batch_size=args.batch_size,
+        crop=args.crop, steps=args.steps, precision=args.precision, policy_init=args.policy_init, ppo=ppo, seed=args.seed,
+        eval_every=args.eval_every, save_every=args.save_every, max_train_minutes=args.max_train_minutes,
+        max_train_cpu_minutes=args.max_train_cpu_minutes)
 
 
 # -- data ------------------------------------------------------------------------------
@@ -93,131 +153,18 @@ def load_images(directory: str | None, split: str, flag: str) -> tuple[list[np.n
         raise DataError(f"{flag}: {exc}") from None
 
 
-def random_batch(images: list[np.ndarray], batch: int, crop: int, rng: np.random.Generator) -> np.ndarray:
-    """`batch` random crops (uint8 (B,crop,crop,C)) with a random flip/90-degree rotation each."""
-    out = np.empty((batch, crop, crop, images[0].shape[2]), np.uint8)
-    for b, i in enumerate(rng.integers(0, len(images), batch)):  # one crop per batch item, not per pixel
-        img = images[i]
-        y = rng.integers(0, img.shape[0] - crop + 1)
-        x = rng.integers(0, img.shape[1] - crop + 1)
-        patch = np.rot90(img[y:y + crop, x:x + crop], rng.integers(0, 4))
-        out[b] = patch[:, ::-1] if rng.integers(0, 2) else patch
-    return out
-
-
-# -- training --------------------------------------------------------------------------
-def build(args, channels: int):
-    import tensorflow as tf
-
-    from models.r3l_net import R3LNet, R3LNetConfig, R3NNet
-
-    cfg = R3LNetConfig(channels=channels)
-    if args.method == "r3l":
-        from rl.envs.residual import ResidualRecoveryEnv
-        from rl.ppo import PPO, PPOConfig
-
-        net = R3LNet(cfg).build_for()
-        ppo_cfg = PPOConfig(clip=args.clip, gamma=args.gamma, gae_lambda=args.gae_lambda,
-                            update_passes=args.update_passes, minibatches=args.minibatches,
-                            learning_rate=args.lr, total_episodes=max(1, args.episodes), entropy_coef=args.entropy_coef)
-        trainer = PPO(net, ppo_cfg, seed=args.seed)
-        env = ResidualRecoveryEnv(steps=args.steps)
-        optimizer, extra = trainer.optimizer, {"rng": trainer.rng}
-    else:
-        net = R3NNet(cfg, steps=args.steps).build_for()
-        schedule = tf.keras.optimizers.schedules.PolynomialDecay(args.lr, max(1, args.episodes), 0.0, power=0.9)
-        optimizer = tf.keras.optimizers.Adam(schedule)
-        trainer, env, extra = None, None, {}
-    if args.init_dncnn:
-        from models.dncnn_import import init_from_dncnn
-
-        used = init_from_dncnn(net, args.init_dncnn)
-        log.info("initialised %s from DnCNN convs %s", ", ".join(used), sorted(set(used.values())))
-    optimizer.build(net.trainable_variables)
-    return net, optimizer, trainer, env, extra
-
-
-def make_r3n_step(net, optimizer):
-    import tensorflow as tf
-
-    @tf.function(reduce_retracing=True)
-    def step(noisy, clean):
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(tf.square(net(noisy, training=True) - clean))
-        grads = tape.gradient(loss, net.trainable_variables)
-        optimizer.apply_gradients(zip(grads, net.trainable_variables))
-        return loss
-
-    return step
-
-
-def make_checkpoint(net, optimizer, **extra):
-    """Checkpoint of the network weights (tracked by name: tf.train.Checkpoint does not see
-    inside a Keras 3 model), the optimizer, the episode counter and any extra trackables."""
-    import tensorflow as tf
-
-    weights = tf.train.Checkpoint(**{v.path.replace("/", "."): v for v in net.weights})
-    return tf.train.Checkpoint(weights=weights, optimizer=optimizer, episode=tf.Variable(0, dtype=tf.int64), **extra)
-
-
-def train(args, train_images, net, optimizer, trainer, env, ckpt, manager, start: int) -> dict:
-    from tqdm import tqdm
-
-    from data.noise import add_noise, parse_noise
-
-    noise = parse_noise("sigma", args.sigma)
-    r3n_step = make_r3n_step(net, optimizer) if args.method == "r3n" else None
-    t0 = time.time()
-    episode, history = start, []
-    bar = tqdm(range(start, args.episodes), initial=start, total=args.episodes, desc=f"train {args.method}",
-               mininterval=10, file=sys.stderr)
-    for episode in bar:
-        rng = np.random.default_rng([args.seed, episode])  # per-episode stream: resuming reproduces it
-        clean_u8 = random_batch(train_images, args.batch_size, args.crop, rng)
-        clean = clean_u8.astype(np.float32) / 255.0
-        noisy = add_noise(clean_u8, noise, rng)
-        if args.method == "r3l":
-            stats = trainer.train_episode(env, clean, noisy)
-        else:
-            stats = {"mse": float(r3n_step(noisy, clean))}
-        history.append(stats)
-        bar.set_postfix({k: f"{v:.4g}" for k, v in stats.items() if k in ("episode_return", "loss", "mse")})
-        ckpt.episode.assign(episode + 1)
-        done_minutes = (time.time() - t0) / 60
-        out_of_time = args.max_train_minutes is not None and done_minutes >= args.max_train_minutes
-        if (episode + 1) % args.save_every == 0 or episode + 1 == args.episodes or out_of_time:
-            manager.save(checkpoint_number=episode + 1)
-        if out_of_time:
-            log.info("stopping after %.1f min (--max_train_minutes) at episode %d", done_minutes, episode + 1)
-            break
-    bar.close()
-    last = history[-50:]
-    summary = {k: float(np.mean([h[k] for h in last])) for k in (last[0] if last else {})}
-    return {"episodes_run": len(history), "episodes_done": int(ckpt.episode.numpy()),
-            "train_seconds": time.time() - t0, "last50_mean": summary}
-
-
 # -- testing ---------------------------------------------------------------------------
-def make_denoiser(args, net, channels: int):
-    import tensorflow as tf
+def evaluate(args, denoisers: dict, test_images, names, out_dir: Path) -> tuple[list[dict], list[dict]]:
+    """Score each denoiser (label -> function) on the same noisy test images; rows and the table.
 
-    spec = [tf.TensorSpec([None, None, None, channels], tf.float32)]
-    if args.method == "r3l":
-        from rl.envs.residual import greedy_denoise
-
-        return tf.function(lambda x: greedy_denoise(net.policy_logits, x, steps=args.steps), input_signature=spec)
-    return tf.function(lambda x: net(x), input_signature=spec)
-
-
-def evaluate(args, net, test_images, names, out_dir: Path) -> tuple[list[dict], list[dict]]:
+    Images are written for the first denoiser (the method) only.
+    """
     from tqdm import tqdm
 
     from data.images import to_uint8, write_image
     from data.noise import add_noise, parse_noise
     from evaluation import psnr, ssim
 
-    denoise = make_denoiser(args, net, test_images[0].shape[2])
-    label = args.method.upper()
     rows, table = [], []
     for sigma in args.test_sigmas:
         cfg = parse_noise("sigma", sigma)
@@ -225,16 +172,19 @@ def evaluate(args, net, test_images, names, out_dir: Path) -> tuple[list[dict], 
         for i, (clean, name) in enumerate(tqdm(list(zip(test_images, names)), desc=f"test sigma {sigma:g}",
                                                 mininterval=10, file=sys.stderr)):
             noisy = add_noise(clean, cfg, (args.seed, int(round(sigma * 1000)), i + args.test_skip))  # float, not quantised
-            out = to_uint8(denoise(noisy[None]).numpy()[0])
-            row = {"image": name, "sigma": sigma, "psnr_noisy": psnr(clean, noisy), "ssim_noisy": ssim(clean, noisy),
-                   "psnr": psnr(clean, out), "ssim": ssim(clean, out)}
+            row = {"image": name, "sigma": sigma, "psnr_noisy": psnr(clean, noisy), "ssim_noisy": ssim(clean, noisy)}
+            for j, (label, denoise) in enumerate(denoisers.items()):
+                out = to_uint8(denoise(noisy[None]).numpy()[0])
+                row[f"psnr_{label}"], row[f"ssim_{label}"] = psnr(clean, out), ssim(clean, out)
+                if j == 0 and not args.no_images:
+                    write_image(out_dir / "images" / f"sigma{sigma:g}" / f"{name}.png", out)
             per.append(row)
-            if not args.no_images:
-                write_image(out_dir / "images" / f"sigma{sigma:g}" / f"{name}.png", out)
         rows += per
         mean = lambda k: float(np.mean([r[k] for r in per]))
-        table.append({"test sigma": f"{sigma:g}", "noisy PSNR": mean("psnr_noisy"), "noisy SSIM": mean("ssim_noisy"),
-                      f"{label} PSNR": mean("psnr"), f"{label} SSIM": mean("ssim")})
+        line = {"test sigma": f"{sigma:g}", "noisy PSNR": mean("psnr_noisy"), "noisy SSIM": mean("ssim_noisy")}
+        for label in denoisers:
+            line[f"{label} PSNR"], line[f"{label} SSIM"] = mean(f"psnr_{label}"), mean(f"ssim_{label}")
+        table.append(line)
     return rows, table
 
 
@@ -242,14 +192,17 @@ def run(args) -> dict:
     import tensorflow as tf
 
     from evaluation import format_table
-    from utils import atomic_write_json, set_seeds
+    from rl.r3l import R3LRun, batch_psnr, validation_set, write_learning_curve
+    from utils import atomic_write_json, get_strategy, set_seeds
 
     set_seeds(args.seed)
+    cfg = run_config(args)
     out_dir = Path(args.out_dir)
     train_images, _ = load_images(args.train_dir, "train", "--train_dir")
     test_images, names = load_images(args.test_dir, "test", "--test_dir")
     if args.test_skip < 0 or args.test_skip >= len(test_images):
         raise DataError(f"--test_skip: {args.test_skip} is not below the {len(test_images)} test images")
+    val_images = test_images[:3]  # the learning curve's fixed validation crops (before --test_skip/--test_limit)
     test_images, names = test_images[args.test_skip:], names[args.test_skip:]
     if args.test_limit is not None:
         if args.test_limit < 1:
@@ -262,26 +215,38 @@ def run(args) -> dict:
             raise DataError(f"--crop: {args.crop} is larger than training image {name} ({img.shape[1]}x{img.shape[0]})")
     channels = train_images[0].shape[2]
 
-    net, optimizer, trainer, env, extra = build(args, channels)
-    ckpt = make_checkpoint(net, optimizer, **extra)
-    manager = tf.train.CheckpointManager(ckpt, str(out_dir / "checkpoints"), max_to_keep=2)
-    start = 0
+    try:
+        strategy = get_strategy(args.strategy)
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
+    run_ = R3LRun(cfg, channels, strategy)
+    if run_.dncnn_layers:
+        log.info("initialised %s from DnCNN convs %s", ", ".join(run_.dncnn_layers), sorted(set(run_.dncnn_layers.values())))
+    manager = tf.train.CheckpointManager(run_.checkpoint, str(out_dir / "checkpoints"), max_to_keep=2)
     if args.resume:
         if manager.latest_checkpoint:
-            ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-            start = int(ckpt.episode.numpy())
-            log.info("resumed from %s at episode %d", manager.latest_checkpoint, start)
+            run_.checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+            log.info("resumed from %s at episode %d", manager.latest_checkpoint, int(run_.episode.numpy()))
         else:
             log.warning("--resume: no checkpoint in %s, starting from scratch", out_dir / "checkpoints")
-    training = train(args, train_images, net, optimizer, trainer, env, ckpt, manager, start)
+    validation = validation_set(val_images, args.sigma, args.seed, size=64 if args.smoke else 128)
+    training = run_.train(train_images, out_dir, validation, manager)
+    noisy_val = batch_psnr(validation[1], validation[0])
+    write_learning_curve(out_dir / "figures" / "learning_curve.png", training["curve"], args.method, noisy_val)
+
+    label = args.method.upper()
+    denoisers = {label: run_.denoiser()}
+    warm = run_.warm_start_denoiser() if cfg.warm_episodes and args.episodes else None
+    if warm is not None:
+        denoisers["warm start alone"] = warm
     t0 = time.time()
-    rows, table = evaluate(args, net, test_images, names, out_dir)
-    title = (f"{args.method.upper()} on {args.test_dir or 'scikit-image sample'} (grey), trained at sigma "
-             f"{args.sigma:g} for {training['episodes_done']} episodes")
-    text = format_table(table, title=title)
-    print(text)
-    config = {k: v for k, v in vars(args).items()}
-    results = {"config": config, "training": training, "test_seconds": time.time() - t0, "table": table, "images": rows}
+    rows, table = evaluate(args, denoisers, test_images, names, out_dir)
+    title = (f"{label} on {args.test_dir or 'scikit-image sample'} (grey), trained at sigma {args.sigma:g}: "
+             f"{cfg.warm_episodes} warm-start ({cfg.warm_start}) + {args.episodes} episodes, "
+             f"{training['episodes_done']} done")
+    print(format_table(table, title=title))
+    results = {"config": dict(vars(args)), "training": training, "test_seconds": time.time() - t0, "table": table,
+               "images": rows}
     atomic_write_json(out_dir / "results.json", results)
     return results
 

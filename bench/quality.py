@@ -6,10 +6,12 @@ paper's gaussian_var 0.02 and at sigma 25. RSE-RL is trained once per (data, noi
 pipeline itself (`pipeline.run` on a `RunData` built from the folders, so training,
 evaluation and the classical baselines are exactly the experiment scripts'), next to:
 the noisy input, non-local means and TV (scikit-image), BM3D (when the optional `bm3d`
-package is installed), the authors' released CelebA weights (colour) and R3L (grey;
-experiment_r3l's network, started from DnCNN-25 when its weights are found, trained once at
-sigma 25 for --r3l_minutes at lighter settings than the authors' (--r3l_batch_size,
---r3l_crop, --r3l_update_passes) and tested on the same noisy images). The baselines get a blind noise estimate, not the true level.
+package is installed), the authors' released CelebA weights (colour). Grey also gets the
+second agent's block: R3L and R3N (rl.r3l) trained at sigma 25 on Train400 crops, each
+within --r3l_minutes of process CPU time including their warm start (default: cloning
+DnCNN-25's estimates when its weights are found, as `experiment_r3l.py --warm_start dncnn`),
+scored beside the noisy input and BM3D on the first --r3l_test_images of --r3l_test
+(BSD68, R3L's test set). The baselines get a blind noise estimate, not the true level.
 
 The CPU budget is set by the pipeline's own flags (--epoch, --max_train_images,
 --agent_episodes, --recursions, ...); --smoke is the tiny one. Measured training and test
@@ -42,6 +44,7 @@ from pipeline.state import check_out_dir  # noqa: E402
 
 DEFAULTS = {"name": "quality", "epoch": 4, "sample_epoch": 4, "latent_dim": 72, "target_psnr": 28.0, "noise": "gaussian_var"}
 NOISES = {"var0.02": ("gaussian_var", "0.02"), "sigma25": ("sigma", "25")}
+R3L_METHODS = {"r3l": "R3L", "r3n": "R3N"}
 TASKS = {  # name -> (colour, train folder flag, test folder flag)
     "colour": (True, "train_colour", "test_colour"),
     "grey": (False, "train_grey", "test_grey"),
@@ -63,14 +66,22 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--noises", nargs="+", default=list(NOISES), choices=list(NOISES))
     b.add_argument("--crop", type=int, default=128, help="training crops (pixels)")
     b.add_argument("--crops_per_image", type=int, default=4, help="random crops per training image per pass")
-    b.add_argument("--r3l_minutes", type=float, default=3.0, help="R3L training budget (0: no R3L rows)")
-    b.add_argument("--r3l_episodes", type=int, default=100000, help="R3L episode cap (the time budget usually stops it)")
+    b.add_argument("--r3l_minutes", type=float, default=3.0,
+                   help="R3L and R3N training budget, process CPU-minutes each, warm start included (0: no rows)")
+    b.add_argument("--r3l_methods", nargs="+", default=list(R3L_METHODS), choices=list(R3L_METHODS))
+    b.add_argument("--r3l_test", default=str(shared / "test" / "BSD68"), help="grey test folder of the R3L rows")
+    b.add_argument("--r3l_test_images", type=int, default=4, help="R3L rows: the first N images of --r3l_test")
+    b.add_argument("--r3l_episodes", type=int, default=100000,
+                   help="R3L PPO episodes / R3N steps after the warm start (the CPU budget usually stops first)")
+    b.add_argument("--r3l_warm_start", default="dncnn", choices=("none", "oracle", "dncnn"),
+                   help="warm start of R3L and R3N (dncnn falls back to oracle without --r3l_init_dncnn)")
+    b.add_argument("--r3l_warm_start_episodes", type=int, default=150)
     b.add_argument("--r3l_init_dncnn", default=str(shared / "weights" / "dncnn" / "dncnn_gray_sigma25.mat"),
-                   help="DnCNN .mat to start R3L from (as the authors; from scratch when absent)")
-    b.add_argument("--r3l_batch_size", type=int, default=16,
-                   help="R3L crops per episode (authors: 32; one episode of theirs takes > 10 CPU-minutes)")
-    b.add_argument("--r3l_crop", type=int, default=48, help="R3L crop size (authors: 70)")
+                   help="DnCNN .mat: R3L/R3N layers start from it (as the authors) and it teaches the dncnn warm start")
+    b.add_argument("--r3l_batch_size", type=int, default=16, help="crops per episode (authors: 32)")
+    b.add_argument("--r3l_crop", type=int, default=48, help="crop size (authors: 70)")
     b.add_argument("--r3l_update_passes", type=int, default=4, help="PPO passes per rollout (authors: 15)")
+    b.add_argument("--r3l_lr", type=float, default=1e-4, help="PPO / R3N learning rate after the warm start")
     return parser
 
 
@@ -103,6 +114,8 @@ def check_folders(args) -> None:
             if not folder.is_dir():
                 raise DataError(f"--{flag} {folder}: no such folder (the benchmark data lives in ../shared/data; "
                                 f"point --{flag} at your copy)")
+        if task == "grey" and args.r3l_minutes > 0 and not Path(args.r3l_test).is_dir():
+            raise DataError(f"--r3l_test {args.r3l_test}: no such folder (or --r3l_minutes 0 for no R3L rows)")
         for path in list_images(getattr(args, train_flag)):
             h, w = read_image(path).shape[:2]
             if min(h, w) < args.crop:
@@ -151,55 +164,79 @@ def rse_rl_rows(base, given: frozenset[str], task: str, noise_key: str, strategy
     return rows
 
 
-def train_r3l(args):
-    """experiment_r3l's R3L network trained at sigma 25 on --train_grey for --r3l_minutes; its denoiser."""
-    import tensorflow as tf
+def train_r3l_methods(args) -> dict[str, tuple]:
+    """R3L and R3N (rl.r3l) trained at sigma 25 on --train_grey, each for --r3l_minutes of process
+    CPU time, warm start included; label -> (denoiser of one (H,W,1) image, training CPU seconds)."""
+    from data.folders import load_folder
+    from rl.ppo import PPOConfig
+    from rl.r3l import R3LRun, R3LRunConfig
 
-    import experiment_r3l
+    init = args.r3l_init_dncnn if args.r3l_init_dncnn and Path(args.r3l_init_dncnn).is_file() else None
+    warm = args.r3l_warm_start
+    if warm == "dncnn" and init is None:
+        print(f"no DnCNN weights at {args.r3l_init_dncnn}: R3L/R3N warm start 'oracle' instead of 'dncnn'")
+        warm = "oracle"
+    train_images = load_folder(args.train_grey, colour=False)
+    out = {}
+    for method in args.r3l_methods:
+        ppo = PPOConfig(update_passes=args.r3l_update_passes, learning_rate=args.r3l_lr,
+                        total_episodes=args.r3l_episodes)
+        cfg = R3LRunConfig(method=method, sigma=25.0, episodes=args.r3l_episodes, warm_start=warm,
+                           warm_start_episodes=args.r3l_warm_start_episodes, init_dncnn=init,
+                           batch_size=args.r3l_batch_size, crop=args.r3l_crop, ppo=ppo, seed=args.seed,
+                           eval_every=10**9, save_every=10**9, max_train_cpu_minutes=args.r3l_minutes)
+        run = R3LRun(cfg, channels=1)
+        info = run.train(train_images, Path(args.out_dir) / method, validation=None, progress=False)
+        label = f"{R3L_METHODS[method]} ({warm} warm start + {method.upper()}, sigma 25)"
+        print(f"{label}: {info['episodes_done']} episodes ({cfg.warm_episodes} warm start) in "
+              f"{info['train_cpu_seconds'] / 60:.1f} CPU-min", flush=True)
+        denoise = run.denoiser()
+        out[label] = (lambda img, denoise=denoise: denoise(img[None]).numpy()[0], info["train_cpu_seconds"])
+    return out
 
-    flags = [
-        "--method", "r3l", "--train_dir", args.train_grey, "--max_train_minutes", str(args.r3l_minutes),
-        "--episodes", str(args.r3l_episodes), "--out_dir", str(Path(args.out_dir) / "r3l"), "--seed", str(args.seed),
-        "--batch_size", str(args.r3l_batch_size), "--crop", str(args.r3l_crop),
-        "--update_passes", str(args.r3l_update_passes), "--no_images",
-    ]
-    if args.r3l_init_dncnn and Path(args.r3l_init_dncnn).is_file():
-        flags += ["--init_dncnn", args.r3l_init_dncnn]
-    else:
-        print(f"R3L starts from scratch (no DnCNN weights at {args.r3l_init_dncnn})")
-    r3l_args = experiment_r3l.parse_args(flags)
-    train_images, _ = experiment_r3l.load_images(r3l_args.train_dir, "train", "--train_dir")
-    net, optimizer, trainer, env, extra = experiment_r3l.build(r3l_args, 1)
-    ckpt = tf.train.Checkpoint(network=net, optimizer=optimizer, episode=tf.Variable(0, dtype=tf.int64), **extra)
-    manager = tf.train.CheckpointManager(ckpt, str(Path(r3l_args.out_dir) / "checkpoints"), max_to_keep=1)
-    started = time.perf_counter()
-    info = experiment_r3l.train(r3l_args, train_images, net, optimizer, trainer, env, ckpt, manager, 0)
-    seconds = time.perf_counter() - started
-    print(f"R3L: {info.get('episodes_done')} episodes in {seconds:.0f} s", flush=True)
-    return experiment_r3l.make_denoiser(r3l_args, net, 1), seconds
+
+def bm3d_function():
+    """BM3D (grey) with a blind noise estimate (skimage's estimate_sigma), or None when bm3d is absent."""
+    try:
+        import bm3d
+    except ImportError:
+        print("bm3d not installed (pip install bm3d; free for non-commercial use only): no BM3D row beside R3L")
+        return None
+    from skimage.restoration import estimate_sigma
+
+    return lambda img: np.clip(bm3d.bm3d(img[..., 0], float(estimate_sigma(img[..., 0]))), 0, 1)[..., None]
 
 
-def r3l_rows(base, denoise, train_seconds: float) -> list[dict]:
-    """R3L on the same noisy Set12 images as the pipeline's rows (same test-set seeds)."""
+def r3l_rows(base, trained: dict[str, tuple]) -> list[dict]:
+    """The noisy input, BM3D, R3L and R3N on the same noisy --r3l_test images (first --r3l_test_images)."""
     from data.images import to_uint8
     from data.noise import parse_noise
     from data.pairs import folder_test_set
     from evaluation import psnr, ssim, uqi
 
+    methods = {"noisy input": (lambda img: img, None)}
+    bm3d = bm3d_function()
+    if bm3d is not None:
+        methods["BM3D (blind sigma)"] = (bm3d, None)
+    methods.update(trained)
     rows = []
     for noise_key in base.noises:
         noise = parse_noise(*NOISES[noise_key])
-        test = folder_test_set(base.test_grey, noise, base.seed, colour=False, limit=base.max_test_images)
-        scores, seconds = [], 0.0
-        for pair in test.open():
-            start = time.perf_counter()
-            out = to_uint8(np.asarray(denoise(pair.noisy[None].astype(np.float32)))[0])
-            seconds += time.perf_counter() - start
-            scores.append((psnr(pair.clean, out), ssim(pair.clean, out), uqi(pair.clean, out)))
-        mean = np.mean(scores, axis=0)
-        rows.append({"test set": Path(base.test_grey).name, "noise": noise_key, "method": "R3L (trained at sigma 25)",
-                     "psnr": mean[0], "ssim": mean[1], "uqi": mean[2], "s/image": seconds / max(1, test.size),
-                     "train s": train_seconds})
+        test = folder_test_set(base.r3l_test, noise, base.seed, colour=False, limit=base.r3l_test_images)
+        pairs = list(test.open())
+        for label, (denoise, train_seconds) in methods.items():
+            scores, seconds = [], 0.0
+            for pair in pairs:
+                start = time.perf_counter()
+                out = to_uint8(np.asarray(denoise(pair.noisy.astype(np.float32))))
+                seconds += time.perf_counter() - start
+                scores.append((psnr(pair.clean, out), ssim(pair.clean, out), uqi(pair.clean, out)))
+            mean = np.mean(scores, axis=0)
+            row = {"test set": f"{Path(base.r3l_test).name} (first {len(pairs)})", "noise": noise_key, "method": label,
+                   "psnr": mean[0], "ssim": mean[1], "uqi": mean[2], "s/image": seconds / max(1, len(pairs))}
+            if train_seconds is not None:
+                row["train CPU s"] = train_seconds
+            rows.append(row)
     return rows
 
 
@@ -228,20 +265,14 @@ def _benchmark(args, given: frozenset[str], argv) -> None:
             atomic_write_json(partial, {"rows": rows, "partial": True, "argv": sys.argv})
     if "grey" in args.tasks:
         if args.r3l_minutes <= 0:
-            print("R3L rows skipped (--r3l_minutes 0)")
+            print("R3L/R3N rows skipped (--r3l_minutes 0)")
         else:
             try:
-                import experiment_r3l  # noqa: F401
-            except ImportError:
-                print("R3L is missing (experiment_r3l.py not importable): no R3L rows")
-            else:
-                try:
-                    denoise, seconds = train_r3l(args)
-                    rows += r3l_rows(args, denoise, seconds)
-                except Exception as exc:  # an optional peer: report it, keep the other rows
-                    print(f"R3L failed, no R3L rows: {type(exc).__name__}: {exc}")
+                rows += r3l_rows(args, train_r3l_methods(args))
+            except Exception as exc:  # optional peers: report it, keep the other rows
+                print(f"R3L/R3N failed, no R3L rows: {type(exc).__name__}: {exc}")
     rows.sort(key=lambda r: (r["test set"], r["noise"]))
-    columns = ["test set", "noise", "method", "psnr", "ssim", "uqi", "s/image", "train s"]
+    columns = ["test set", "noise", "method", "psnr", "ssim", "uqi", "s/image", "train s", "train CPU s"]
     print(format_table(rows, columns, title="Denoising quality (PSNR dB / SSIM / UQI, means over the test images)"))
     total = time.perf_counter() - started
     print(f"total {total:.0f} s; command: python bench/quality.py {' '.join(argv if argv is not None else sys.argv[1:])}")

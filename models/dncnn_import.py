@@ -93,3 +93,41 @@ def init_from_dncnn(network, path: str | os.PathLike, mapping: dict[str, int] | 
         layer.bias.assign(bias)
         used[name] = index
     return used
+
+
+def check_dncnn(convs: list[tuple[np.ndarray, np.ndarray]], path: str | os.PathLike, channels: int = 1) -> None:
+    """A DataError naming the file unless `convs` chain as a DnCNN for `channels`-channel images:
+    3x3 kernels, each layer's input width the previous output width, image channels in and out."""
+    if len(convs) < 2:
+        raise DataError(f"--init_dncnn: {path}: {len(convs)} convolution(s), not a DnCNN model")
+    width = channels
+    for i, (kernel, bias) in enumerate(convs, start=1):
+        if kernel.ndim != 4 or kernel.shape[:2] != (3, 3) or kernel.shape[2] != width or bias.shape != kernel.shape[3:]:
+            raise DataError(f"--init_dncnn: {path}: conv {i} has kernel {kernel.shape} after {width} channels, "
+                            f"not a DnCNN model for {channels}-channel images")
+        width = kernel.shape[3]
+    if width != channels:
+        raise DataError(f"--init_dncnn: {path}: outputs {width} channels, not a {channels}-channel DnCNN")
+
+
+def dncnn_denoiser(path: str | os.PathLike, channels: int = 1):
+    """The whole DnCNN of a MatConvNet file as a compiled function noisy (B,H,W,C) -> its estimate.
+
+    DnCNN predicts the noise (convs with ReLU between them, BatchNorm folded in), so the
+    estimate is noisy minus the last layer's output. Used as R3L's warm-start teacher.
+    """
+    import tensorflow as tf
+
+    convs = load_dncnn_mat(path)
+    check_dncnn(convs, path, channels)
+    kernels = [(tf.constant(k), tf.constant(b)) for k, b in convs]
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, channels], tf.float32)])
+    def denoise(noisy):
+        x = noisy
+        for i, (kernel, bias) in enumerate(kernels):
+            x = tf.nn.conv2d(x, kernel, 1, "SAME") + bias
+            x = tf.nn.relu(x) if i < len(kernels) - 1 else x
+        return noisy - x
+
+    return denoise

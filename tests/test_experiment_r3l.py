@@ -24,12 +24,16 @@ def test_smoke_run_writes_results_and_resumes(tmp_path):
     assert [row["test sigma"] for row in results["table"]] == ["15", "25"]
     assert "R3L PSNR" in first.stdout and "noisy SSIM" in first.stdout
     rows = results["images"]
-    assert len(rows) == 2 * 3 and all(np.isfinite(r["psnr"]) and 0 < r["ssim"] <= 1 for r in rows)
+    assert len(rows) == 2 * 3 and all(np.isfinite(r["psnr_R3L"]) and 0 < r["ssim_R3L"] <= 1 for r in rows)
     noisy15 = np.mean([r["psnr_noisy"] for r in rows if r["sigma"] == 15])
     noisy25 = np.mean([r["psnr_noisy"] for r in rows if r["sigma"] == 25])
     assert noisy15 > noisy25 + 3  # noise levels really differ
     assert len(list((out / "images" / "sigma25").glob("*.png"))) == 3
-    assert results["training"]["episodes_done"] == 2
+    assert results["training"]["episodes_done"] == 2 + 40  # --smoke: 40 warm-start episodes, then PPO
+    assert "warm start alone PSNR" in first.stdout
+    assert (out / "figures" / "learning_curve.png").is_file() and list((out / "tensorboard").iterdir())
+    phases = [p["phase"] for p in results["training"]["curve"]]
+    assert phases[0] == "warm start" and phases[-1] == "R3L"
 
     resumed = _run("--smoke", "--episodes", "3", "--test_sigmas", "25", "--resume", "--test_skip", "1", "--test_limit", "2", "--out_dir", str(out), cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
@@ -38,7 +42,7 @@ def test_smoke_run_writes_results_and_resumes(tmp_path):
     first_noisy = {r["image"]: r["psnr_noisy"] for r in rows if r["sigma"] == 25}
     assert results["images"][0]["psnr_noisy"] == first_noisy["sample_test_01"]  # same noise for the same image
     training = results["training"]
-    assert training["episodes_run"] == 1 and training["episodes_done"] == 3
+    assert training["episodes_run"] == 1 and training["episodes_done"] == 43
 
 
 def test_bad_test_dir_is_a_clear_error_with_exit_code_2(tmp_path):
@@ -53,25 +57,24 @@ def test_bad_flag_value_is_a_clear_error(tmp_path):
     assert result.returncode == 2 and "error: --clip" in result.stderr
 
 
-def test_checkpoint_restores_network_weights(tmp_path):
-    import tensorflow as tf
+def test_dncnn_warm_start_without_weights_is_one_clear_line(tmp_path):
+    result = _run("--smoke", "--warm_start", "dncnn", "--out_dir", str(tmp_path / "o"), cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: --warm_start dncnn needs --init_dncnn")
 
+
+def test_init_dncnn_that_is_not_a_dncnn_is_one_clear_line(tmp_path):
     sys.path.insert(0, str(ROOT))
-    from experiment_r3l import make_checkpoint
-    from models.r3l_net import R3LNet, R3LNetConfig
+    from tests.matconvnet import random_dncnn, write_matconvnet_dncnn
 
-    def fresh():
-        net = R3LNet(R3LNetConfig(width=4)).build_for()
-        optimizer = tf.keras.optimizers.Adam(1e-3)
-        optimizer.build(net.trainable_variables)
-        return net, optimizer
-
-    saved, opt = fresh()
-    path = make_checkpoint(saved, opt).save(str(tmp_path / "ckpt"))
-    stored = tf.train.load_checkpoint(path).get_variable_to_shape_map()
-    assert sum(k.startswith("weights/") for k in stored) == len(saved.weights)  # not only via the optimizer
-    restored, opt2 = fresh()
-    assert not np.array_equal(saved.weights[0].numpy(), restored.weights[0].numpy())
-    make_checkpoint(restored, opt2).restore(path).assert_existing_objects_matched()
-    for a, b in zip(saved.weights, restored.weights, strict=True):
-        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    convs = random_dncnn(width=64)[:5]  # too shallow for R3L's mapping, and its channels do not chain back
+    bad = tmp_path / "not_dncnn.mat"
+    write_matconvnet_dncnn(bad, convs[:4] + [(convs[4][0][:, :, :, :7], convs[4][1][:7])])
+    text = tmp_path / "text.mat"
+    text.write_text("not a model")
+    for path in (bad, text):
+        result = _run("--smoke", "--warm_start", "dncnn", "--init_dncnn", str(path), "--out_dir", str(tmp_path / "o"),
+                      cwd=tmp_path)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+        last = result.stderr.strip().splitlines()[-1]
+        assert last.startswith("error: --init_dncnn") and path.name in last
