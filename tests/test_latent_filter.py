@@ -12,7 +12,7 @@ from data.patches import merge_patches, split_patches
 from rl.agent_training import AgentTrainConfig, train_agent
 from rl.envs.latent_filter import (
     FilterEnvConfig, LatentFilterEnv, LatentModel, Neighbours, apply_action, neighbour_latents, psnr_reward,
-    seam_disagreement, seam_features,
+    seam_disagreement,
 )
 from rl.inference import filter_images
 from rl.sac import SACAgent, SACConfig
@@ -194,8 +194,8 @@ def test_adapter_to_project_vae_and_cluster_index():
     cfg = FilterEnvConfig(block_size=16, overlap=4, steps=2)
     env = LatentFilterEnv(model, cfg)
     states = env.reset(_noisy(clean), clean)
-    # latent, 4 neighbours' latents, 4 seams per subspace, centre and neighbour distances, cluster id, noise, step
-    assert states.shape == (env.grid.num_patches, 3 * 8 + 4 * 3 * 8 + 4 * 3 + 3 + 3 + 3 * 4 + 3 + 2)
+    # latent, 4 neighbours' latents, centre and neighbour distances, cluster id, noise, step
+    assert states.shape == (env.grid.num_patches, 3 * 8 + 4 * 3 * 8 + 3 + 3 + 3 * 4 + 3 + 2)
     np.testing.assert_allclose(model.latent_scale, index.latent_std())
     # Neighbour features agree with the index's own queries.
     nb = model.knn(env.z)
@@ -245,7 +245,7 @@ def test_residual_action_needs_the_latent_scale():
         FilterEnvConfig(action_scale=0.0)
 
 
-def test_spatial_context_of_a_hand_built_3x3_grid():
+def test_neighbour_latents_of_a_hand_built_3x3_grid():
     # One 3x3-patch image (block 4, overlap 1 -> 10x10 pixels); latent of patch (i, j) = 10 * i + j + 1.
     _, grid = split_patches(np.zeros((1, 10, 10, 1), np.float32), 4, 1)
     assert (grid.n_rows, grid.n_cols) == (3, 3)
@@ -257,14 +257,6 @@ def test_spatial_context_of_a_hand_built_3x3_grid():
             expected = [value[i - 1, j] if i > 0 else 0, value[i + 1, j] if i < 2 else 0,
                         value[i, j - 1] if j > 0 else 0, value[i, j + 1] if j < 2 else 0]
             np.testing.assert_array_equal(nb[i, j], expected)
-    # Seams: patch (1, 1) raised by 0.5 disagrees with its 4 neighbours by 0.25 per shared pixel, 0 elsewhere.
-    patches = np.zeros((9, 4, 4, 1), np.float32)
-    patches[4] += 0.5
-    seams = seam_features(patches, grid)[:, :, 0].reshape(3, 3, 4)
-    np.testing.assert_allclose(seams[1, 1], [0.25] * 4)
-    np.testing.assert_allclose(seams[0, 1], [0, 0.25, 0, 0])  # its down neighbour is the raised patch
-    np.testing.assert_allclose(seams[1, 0], [0, 0, 0, 0.25])
-    assert seams[0, 0].sum() == 0 and seams[2, 2].sum() == 0
 
 
 def test_sac_learns_the_gain_a_toy_transform_needs():

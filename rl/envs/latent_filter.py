@@ -19,13 +19,13 @@ mean action is 0 is the VAE alone.
 
 State per patch (concatenated, float32):
   t flattened (S*L) | the current latents of its 4 neighbouring patches, up, down, left,
-  right (4*S*L; zeros at the image border) | its seam disagreement with each of them,
-  per subspace (4*S; mean squared difference of the two decoded patches over the pixels
-  they share, zero at the border) | distance to its cluster centre (S) | mean distance to
-  its k clean neighbours (S) | cluster id, one-hot per subspace (S*K) | noise estimate of
-  the noisy input patch per channel (S; MAD of Immerkaer's high-pass) | step index,
-  one-hot (steps).
-T looks at one patch at a time; the neighbours' latents and the seams are what it cannot see.
+  right (4*S*L; zeros at the image border) | distance to its cluster centre (S) | mean
+  distance to its k clean neighbours (S) | cluster id, one-hot per subspace (S*K) | noise
+  estimate of the noisy input patch per channel (S; MAD of Immerkaer's high-pass) | step
+  index, one-hot (steps).
+T looks at one patch at a time; the neighbours' latents are what it cannot see. (The seam
+disagreement with each neighbour was measured as a state feature too and left out: it
+added nothing measurable and costs a decode of every patch per step, docs/agent.md.)
 
 Reward (training only; needs the clean images), each term reported separately:
   mse:     mse_scale * (MSE_{t-1} - MSE_t), the per-patch decrease of the MSE of
@@ -195,22 +195,6 @@ def neighbour_latents(z, grid: PatchGrid) -> np.ndarray:
     return np.stack(sides, axis=3).reshape(n * grid.patches_per_image, len(NEIGHBOURS), -1)
 
 
-def seam_features(patches, grid: PatchGrid) -> np.ndarray:
-    """(P, b, b, S) patches of a grid -> (P, 4, S): each patch's mean squared disagreement with its
-    up, down, left and right neighbour over the pixels they share, per channel; 0 at the border."""
-    p = np.asarray(patches, np.float32)
-    b, o = grid.block, grid.overlap
-    n = p.shape[0] // grid.patches_per_image
-    out = np.zeros((n, grid.n_rows, grid.n_cols, len(NEIGHBOURS), p.shape[-1]), np.float32)
-    if o:
-        p = p.reshape(n, grid.n_rows, grid.n_cols, b, b, -1)
-        vert = np.mean((p[:, :-1, :, b - o:] - p[:, 1:, :, :o]) ** 2, axis=(3, 4))  # a patch and the one below
-        horiz = np.mean((p[:, :, :-1, :, b - o:] - p[:, :, 1:, :, :o]) ** 2, axis=(3, 4))  # and the one right of it
-        out[:, 1:, :, 0], out[:, :-1, :, 1] = vert, vert
-        out[:, :, 1:, 2], out[:, :, :-1, 3] = horiz, horiz
-    return out.reshape(n * grid.patches_per_image, len(NEIGHBOURS), -1)
-
-
 # ----- the environment --------------------------------------------------------------------------
 class LatentFilterEnv:
     """Batch environment: every patch of a batch of images is one agent, all stepped at once."""
@@ -225,7 +209,7 @@ class LatentFilterEnv:
         self.action_dim = s if knn_subspace else s * l
         self.action_low = 0.0 if self.cfg.action == "knn" else -1.0  # actions are clipped to [action_low, 1]
         neighbours = len(NEIGHBOURS)
-        self.state_dim = s * l + neighbours * s * l + neighbours * s + s + s + s * k + s + self.cfg.steps
+        self.state_dim = s * l + neighbours * s * l + s + s + s * k + s + self.cfg.steps
         self._clean = None
 
     # -- episode ------------------------------------------------------------------
@@ -324,7 +308,6 @@ class LatentFilterEnv:
         parts = [
             tf.reshape(self.z, (p, -1)),
             neighbour_latents(self.z, self.grid).reshape(p, -1),
-            seam_features(self.decoded(), self.grid).reshape(p, -1),
             tf.cast(nb.dist_to_centre, tf.float32),
             tf.cast(nb.mean_dist, tf.float32),
             tf.reshape(cluster_1hot, (p, -1)),
