@@ -58,8 +58,8 @@ def run_env_config(run_dir: Path) -> FilterEnvConfig:
 
 def load_images(clean_dir: Path | None, max_images: int | None) -> tuple[list[str], np.ndarray]:
     if clean_dir is None:
-        clean = sample_test_images()
-        return [f"sample{i}" for i in range(len(clean))], clean[:max_images]
+        clean = sample_test_images()[:max_images]
+        return [f"sample{i}" for i in range(len(clean))], clean
     files = list_images(clean_dir)[:max_images]
     if not files:
         raise DataError(f"--clean_dir {clean_dir}: no images")

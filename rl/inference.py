@@ -17,6 +17,7 @@ from typing import Protocol, Sequence
 import numpy as np
 
 from data.color import from_model_space, to_model_space
+from data.errors import DataError
 from data.patches import map_patches, merge_patches, split_patches
 from models import equivariance
 from rl.envs.latent_filter import FilterEnvConfig, LatentFilterEnv, LatentModel
@@ -36,6 +37,10 @@ def filter_images(noisy_images: np.ndarray | Sequence[np.ndarray], agent: Policy
     """
     cfg = cfg or FilterEnvConfig()
     env = LatentFilterEnv(latent_model, cfg)
+    dims = (getattr(agent, "state_dim", env.state_dim), getattr(agent, "action_dim", env.action_dim))
+    if agent is not None and dims != (env.state_dim, env.action_dim):
+        raise DataError(f"the agent's state and action sizes {dims} do not match the environment's "
+                        f"{(env.state_dim, env.action_dim)}: it was trained with other --action/--rl_steps/state settings")
 
     def run(batch: np.ndarray) -> np.ndarray:
         if agent is None:
