@@ -13,7 +13,7 @@ sigma 25 for --r3l_minutes at lighter settings than the authors' (--r3l_batch_si
 
 The CPU budget is set by the pipeline's own flags (--epoch, --max_train_images,
 --agent_episodes, --recursions, ...); --smoke is the tiny one. Measured training and test
-seconds are printed. Example (the README's table):
+seconds are printed. Rerunning into the same --out_dir needs --overwrite (or --resume). Example (the README's table):
 
     python bench/quality.py --epoch 2 --max_train_images 116 --cluster_images 200 --agent_episodes 10 \
         --recursions 0 --max_test_images 2 --r3l_minutes 5 --out_dir runs/quality
