@@ -73,7 +73,8 @@ def plan_outputs(inputs: list[Path], output: Path, single_input: bool, overwrite
     if existing and not overwrite:
         more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
         raise ConfigError(f"--output {existing[0]}: exists{more}; add --overwrite to replace it")
-    check_writable_folder(targets[0].parent, "--output")
+    folder = targets[0].parent
+    check_writable_folder(folder, "--output", output if folder != output else None)
     return targets
 
 

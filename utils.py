@@ -136,8 +136,9 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write(path, lambda fh: json.dump(obj, fh, indent=2, default=_json_default))
 
 
-def check_writable_folder(folder: str | os.PathLike, flag: str) -> None:
-    """ConfigError naming `flag` unless `folder` exists or can be created, and can be written.
+def check_writable_folder(folder: str | os.PathLike, flag: str, value: str | os.PathLike | None = None) -> None:
+    """ConfigError naming `flag` (and its `value`, default `folder`) unless `folder` exists or can be
+    created, and can be written.
 
     Checked by doing it (root may write where `os.access` says no, and not into /proc):
     the missing folders are created, a probe file is written, and all of it is removed
@@ -149,8 +150,9 @@ def check_writable_folder(folder: str | os.PathLike, flag: str) -> None:
     while not existing.exists() and existing != existing.parent:
         missing.append(existing)
         existing = existing.parent
+    shown = f"{flag} {value if value is not None else folder}"
     if not existing.is_dir():
-        raise ConfigError(f"{flag} {folder}: {existing} is a file, not a folder")
+        raise ConfigError(f"{shown}: {existing} is a file, not a folder")
     created: list[Path] = []
     try:
         for sub in reversed(missing):
@@ -160,7 +162,8 @@ def check_writable_folder(folder: str | os.PathLike, flag: str) -> None:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
-        raise ConfigError(f"{flag} {folder}: cannot be written ({exc.strerror or exc})") from None
+        where = "" if value is None else f"the folder {folder} "
+        raise ConfigError(f"{shown}: {where}cannot be written ({exc.strerror or exc})") from None
     finally:
         for sub in reversed(created):
             sub.rmdir()

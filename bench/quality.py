@@ -15,7 +15,7 @@ scored beside the noisy input and BM3D on the first --r3l_test_images of --r3l_t
 
 The CPU budget is set by the pipeline's own flags (--epoch, --max_train_images,
 --agent_episodes, --recursions, ...); --smoke is the tiny one. Measured training and test
-seconds are printed. Example (the README's table):
+seconds are printed. Rerunning into the same --out_dir needs --overwrite (or --resume). Example (the README's table):
 
     python bench/quality.py --epoch 2 --max_train_images 116 --cluster_images 200 --agent_episodes 10 \
         --recursions 0 --max_test_images 2 --r3l_minutes 5 --out_dir runs/quality

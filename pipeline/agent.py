@@ -10,6 +10,7 @@ import sys
 from tqdm import tqdm
 
 from data.errors import DataError
+from evaluation import batch_psnr
 from pipeline.config import RunConfig
 from pipeline.state import RunState
 from pipeline.streams import RunData, agent_pairs
@@ -17,7 +18,6 @@ from rl.agent_training import train_agent, warm_start
 from rl.envs.latent_filter import LatentFilterEnv, LatentModel
 from rl.inference import Policy, filter_images
 from rl.sac import SACAgent
-from evaluation import batch_psnr
 from utils import TensorBoardLogger, set_seeds
 
 LOG = logging.getLogger("rse_rl")

@@ -90,6 +90,7 @@ def test_existing_output_is_kept_unless_overwrite(tmp_path, model_and_photo, cap
 
 @pytest.mark.parametrize("output,message", [
     ("/proc/denoised", "error: --output /proc/denoised: cannot be written"),
+    ("/proc/x.png", "error: --output /proc/x.png: the folder /proc cannot be written"),
     ("{file}", "is a file; give a folder"),
 ])
 def test_unwritable_or_file_output_is_one_line(tmp_path, model_and_photo, capsys, output, message):
@@ -97,7 +98,8 @@ def test_unwritable_or_file_output_is_one_line(tmp_path, model_and_photo, capsys
     write_image(inp / "b.png", np.zeros((20, 20, 3), np.uint8))
     (tmp_path / "file").write_text("x")
     output = output.replace("{file}", str(tmp_path / "file"))
-    rc, err = _main(capsys, "--input", inp, "--output", output, "--model_dir", model)
+    single = output.endswith(".png")  # one input image: --output names the file
+    rc, err = _main(capsys, "--input", inp / "a.png" if single else inp, "--output", output, "--model_dir", model)
     assert rc == 2 and message in err and len(err.strip().splitlines()) == 1, err
 
 
