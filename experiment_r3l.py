@@ -27,6 +27,7 @@ log = logging.getLogger("rse_rl.r3l")
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--method", choices=("r3l", "r3n"), default="r3l")
+    p.add_argument("--verbose", action="store_true", help="debug logs and TensorFlow's C++ start-up lines")
     p.add_argument("--train_dir", default=None, help="folder of training images (grey or colour, read as grey)")
     p.add_argument("--test_dir", default=None, help="folder of test images")
     p.add_argument("--sigma", type=float, default=25.0, help="training noise std (0..255 units)")
@@ -287,10 +288,12 @@ def run(args) -> dict:
 
 
 def main(argv=None) -> int:
-    from utils import setup_logging
+    from utils import quiet_tensorflow_startup, setup_logging
 
-    setup_logging()
-    return run_cli(lambda: run(parse_args(argv)))
+    args = parse_args(argv)
+    quiet_tensorflow_startup(args.verbose)  # TensorFlow is imported lazily, after the flags
+    setup_logging(args.verbose)
+    return run_cli(run, args)
 
 
 if __name__ == "__main__":

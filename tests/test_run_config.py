@@ -72,7 +72,6 @@ def test_record_survives_json_and_names_every_config():
     (["--recursions", "-1"], "--recursions must be at least 0"),
     (["--overlap", "16"], "--overlap"),
     (["--resume", "--overwrite"], "--resume and --overwrite"),
-    (["--baselines", "authors"], "--baselines authors needs --authors_weights"),
     (["--rl_steps", "0"], "--rl_steps"),
     (["--kl_max", "0"], "--kl_max"),
 ])
