@@ -12,6 +12,7 @@ restores the last checkpoint and continues with the next epoch.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -151,7 +152,7 @@ def train_vae(
 
     names = loss_names(vcfg)
     expected_steps = cfg.steps_per_epoch
-    if expected_steps is None and cfg.progress:
+    if expected_steps is None and cfg.progress and sys.stderr.isatty():
         expected_steps = count_patch_batches(dataset, vcfg.block_size, cfg.overlap, cfg.batch_size)
     train_step = make_train_step(model, optimizer, rng, cfg.batch_size, strategy)
 
@@ -163,7 +164,7 @@ def train_vae(
         steps = 0
         it = iter(dist_data)
         bar = tqdm(total=expected_steps, desc=f"VAE epoch {epoch}/{cfg.epochs}", unit="batch",
-                   disable=not cfg.progress, leave=False)
+                   disable=not cfg.progress or not sys.stderr.isatty(), leave=False)
         while cfg.steps_per_epoch is None or steps < cfg.steps_per_epoch:
             try:
                 batch = next(it)
