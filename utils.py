@@ -92,6 +92,7 @@ def setup_logging(verbose: bool = False) -> logging.Logger:
         stream=sys.stderr,
     )
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    logging.getLogger("absl").setLevel(logging.INFO if verbose else logging.WARNING)  # TF's checkpoint INFO lines
     return logging.getLogger("rse_rl")
 
 
