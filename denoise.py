@@ -1,7 +1,8 @@
-"""Denoise your own images with a trained RSE-RL VAE (ours or the authors' released weights).
+"""Denoise your own images with an RSE-RL VAE: the authors' released CelebA weights (shipped, the
+default), or one you trained.
 
-    python denoise.py --input photo.png --output out/ --model_dir runs/celeba/model/round1/vae
-    python denoise.py --input photo.png --output photo_denoised.png --model_dir runs/celeba/model/round1/vae
+    python denoise.py --input photo.png --output out/
+    python denoise.py --input photo.png --output photo_denoised.png --weights runs/celeba/model/round1/vae
     python denoise.py --input photos/ --output out/ --authors_weights weights/rse_rl_authors --symmetrise
 
 Writes one PNG per input image, with the same name (suffix .png), into the --output folder;
@@ -12,19 +13,20 @@ kept unless --overwrite is given. Large photos are processed in tiles of --tile 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
+from utils import quiet_tensorflow_startup  # noqa: E402
+
+quiet_tensorflow_startup("--verbose" in sys.argv)  # before anything imports TensorFlow (argv: not parsed yet)
 
 import numpy as np  # noqa: E402
 
 from data.errors import ConfigError, DataError, run_cli  # noqa: E402
 from data.images import IMAGE_SUFFIXES, read_image, write_image  # noqa: E402
-from models.io import load_any  # noqa: E402
-from models.vae import RSEVAE, denoise_image  # noqa: E402
+from models.io import SHIPPED_WEIGHTS, load_any  # noqa: E402
+from models.vae import PRECISIONS, RSEVAE, VAEConfig, denoise_image  # noqa: E402
 from utils import check_writable_folder  # noqa: E402
 
 
@@ -33,9 +35,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--input", required=True, help="an image file or a folder of images")
     p.add_argument("--output", required=True, help="folder for the denoised PNGs (or, for one input image, the output file)")
     p.add_argument("--overwrite", action="store_true", help="replace output files that exist already")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--model_dir", help="a model saved by this project (config.json + vae.weights.h5)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--weights", default=None,
+                     help=f"a shipped model by name ({', '.join(SHIPPED_WEIGHTS)}: the authors' released CelebA VAEs, "
+                          "the default) or a folder saved by this project (config.json + vae.weights.h5)")
+    src.add_argument("--model_dir", help="a folder saved by this project (same as --weights PATH)")
     src.add_argument("--authors_weights", help="folder with the authors' celeba_{y,u,v}_no SavedModels")
+    p.add_argument("--precision", default=VAEConfig.precision, choices=PRECISIONS,
+                   help="compute policy (variables stay float32); see docs/vae.md for speed and PSNR of both")
+    p.add_argument("--verbose", action="store_true", help="show TensorFlow's C++ start-up lines")
     p.add_argument("--symmetrise", action="store_true", help="exact D4-equivariant mode (8x the compute)")
     p.add_argument("--block_size", type=int, default=16, help="patch size; must match the model")
     p.add_argument("--overlap", type=int, default=4)
@@ -83,7 +91,10 @@ def run(args: argparse.Namespace) -> list[Path]:
         raise ConfigError("--tile and --batch_size must be positive")
     inputs = list_inputs(Path(args.input))
     targets = plan_outputs(inputs, Path(args.output), Path(args.input).is_file(), args.overwrite)
-    model = load_any(args.model_dir, args.authors_weights)
+    model_dir = args.weights or args.model_dir
+    if model_dir is None and args.authors_weights is None:
+        model_dir = "authors"
+    model = load_any(model_dir, args.authors_weights, precision=args.precision)
     if args.block_size != model.cfg.block_size:
         raise ConfigError(f"--block_size {args.block_size} does not match the model's {model.cfg.block_size}")
     for path, target in zip(inputs, targets):

@@ -10,10 +10,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from data.errors import ConfigError
-from data.pairs import tfrecord_test_set, tfrecord_train_pairs
-from data.sample import ensure_sample
-from pipeline import RunData, add_common_flags, main
+from utils import quiet_tensorflow_startup
+
+quiet_tensorflow_startup("--verbose" in sys.argv)  # before anything imports TensorFlow (flags: parsed later)
+
+from data.errors import ConfigError  # noqa: E402
+from data.pairs import tfrecord_test_set, tfrecord_train_pairs  # noqa: E402
+from data.sample import ensure_sample  # noqa: E402
+from pipeline import RunData, add_common_flags, main  # noqa: E402
 
 DEFAULTS = {"name": "celeba", "epoch": 50, "sample_epoch": 2, "latent_dim": 72, "target_psnr": 30.0, "noise": "gaussian_var"}
 

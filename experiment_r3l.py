@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--paper", action="store_true",
                    help="the authors' settings (batch 32 x 70x70, 15 passes, 30,000 episodes, no warm start, "
                         "float32): a GPU budget; later flags still override")
+    p.add_argument("--verbose", action="store_true", help="debug logs and TensorFlow's C++ start-up lines")
     p.add_argument("--train_dir", default=None, help="folder of training images (grey or colour, read as grey)")
     p.add_argument("--test_dir", default=None, help="folder of test images")
     p.add_argument("--sigma", type=float, default=25.0, help="training noise std (0..255 units)")
@@ -252,10 +253,12 @@ def run(args) -> dict:
 
 
 def main(argv=None) -> int:
-    from utils import setup_logging
+    from utils import quiet_tensorflow_startup, setup_logging
 
-    setup_logging()
-    return run_cli(lambda: run(parse_args(argv)))
+    args = parse_args(argv)
+    quiet_tensorflow_startup(args.verbose)  # TensorFlow is imported lazily, after the flags
+    setup_logging(args.verbose)
+    return run_cli(run, args)
 
 
 if __name__ == "__main__":

@@ -21,8 +21,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from data.errors import DataError
-from pipeline import RunData, add_common_flags, main
+from utils import quiet_tensorflow_startup
+
+quiet_tensorflow_startup("--verbose" in sys.argv)  # before anything imports TensorFlow (flags: parsed later)
+
+from data.errors import DataError  # noqa: E402
+from pipeline import RunData, add_common_flags, main  # noqa: E402
 
 DEFAULTS = {"name": "sidd", "epoch": 25, "sample_epoch": 2, "latent_dim": 96, "target_psnr": 34.0, "noise": None}
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import secrets
 import socket
 import sys
@@ -35,9 +36,57 @@ def set_seeds(seed: int) -> None:
     keras.utils.set_random_seed(int(seed) % (2**32))
 
 
+# What TensorFlow's C++ libraries print while they load: absl log lines ("I0000 00:00:... port.cc:153]
+# oneDNN custom operations are on", "cudart_stub.cc:31] Could not find cuda drivers", the CPU feature
+# notice) and absl's own "WARNING: All log messages before absl::InitializeLog() ..." header.
+_STARTUP_NOISE = re.compile(
+    r"^(?:[IWE]\d{4} [\d:.]+ +\d+ \S+:\d+\] .*"
+    r"|WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
+    r"|To enable the following instructions: .*in other operations, rebuild TensorFlow .*)$"
+)
+
+
+def quiet_tensorflow_startup(verbose: bool = False) -> None:
+    """Import TensorFlow without its C++ start-up lines (unless `verbose`); call before anything imports it.
+
+    Why TF_CPP_MIN_LOG_LEVEL alone does not do it: the lines are logged through absl while the
+    shared libraries load, before anyone calls absl::InitializeLog(), and absl writes every
+    message to stderr until then, whatever the level (once per library that carries absl, hence
+    each line twice). So stderr's file descriptor is pointed at a temporary file for the import,
+    and whatever else was written there (Python warnings, real errors) is replayed afterwards.
+    After the import TF_CPP_MIN_LOG_LEVEL applies: 3 unless the environment sets it (our errors are
+    raised as exceptions), or 0 with `verbose`.
+    """
+    import tempfile
+
+    if verbose:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
+    else:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if verbose or "tensorflow" in sys.modules:
+        import tensorflow  # noqa: F401
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            kept = [line for line in captured.read().decode(errors="replace").splitlines()
+                    if line.strip() and not _STARTUP_NOISE.match(line)]
+    if kept:
+        print("\n".join(kept), file=sys.stderr)
+
+
 def setup_logging(verbose: bool = False) -> logging.Logger:
-    """Project logger writing to stderr; quietens TensorFlow's C++ and Python logs."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    """Project logger writing to stderr; quietens TensorFlow's C++ and Python logs (all of them: see
+    `quiet_tensorflow_startup`) unless `verbose`."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if verbose else "2")
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(message)s",
@@ -45,6 +94,7 @@ def setup_logging(verbose: bool = False) -> logging.Logger:
         stream=sys.stderr,
     )
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    logging.getLogger("absl").setLevel(logging.INFO if verbose else logging.WARNING)  # TF's checkpoint INFO lines
     return logging.getLogger("rse_rl")
 
 

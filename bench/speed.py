@@ -17,7 +17,10 @@ Training: VAE training patch pairs/s of `models.training.train_vae` (all loss te
 lambda_eq 0.1 as the pipeline's default), from the time difference of two runs of
 different lengths after a warm-up run (so tracing and start-up are not counted).
 
-    python bench/speed.py [--images 8] [--repeats 3] [--bm3d_images 1]
+Every RSE-RL row and the training rate are measured for each of --precisions (the VAE's Keras
+compute policy; the agent stays float32), in the same run, so their ratios are comparable.
+
+    python bench/speed.py [--images 8] [--repeats 3] [--bm3d_images 1] [--precisions float32 mixed_bfloat16]
 """
 from __future__ import annotations
 
@@ -30,7 +33,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from utils import quiet_tensorflow_startup  # noqa: E402
+
+quiet_tensorflow_startup("--verbose" in sys.argv)
 
 import numpy as np  # noqa: E402
 
@@ -64,7 +70,7 @@ def patches_per_image(block: int = 16, overlap: int = 4) -> int:
     return make_grid(SIZE, SIZE, block, overlap, 1, 3).patches_per_image
 
 
-def build_rse_rl(noisy: np.ndarray, seed: int):
+def build_rse_rl(noisy: np.ndarray, seed: int, precision: str = "float32"):
     """Default-size VAE, a cluster index of its latents and a SAC agent: what a trained run holds."""
     from data.color import rgb_to_yuv
     from data.patches import split_patches
@@ -76,7 +82,7 @@ def build_rse_rl(noisy: np.ndarray, seed: int):
     from utils import set_seeds
 
     set_seeds(seed)
-    vae = build_vae(VAEConfig())
+    vae = build_vae(VAEConfig(precision=precision))
     patches, _ = split_patches(rgb_to_yuv(noisy), 16, 4)
     stream = latent_stream_from_patches(vae, lambda: (patches[i:i + 4096] for i in range(0, len(patches), 4096)))
     clusters = ClusterIndex.build(stream, ClusterConfig(num_clusters=16, cap=4096, seed=seed))
@@ -121,7 +127,7 @@ def matmul_rate(repeats: int, n: int = 1024) -> float:
     return 2 * n ** 3 / min(times)
 
 
-def training_rate(steps: int, batch: int, seed: int) -> float:
+def training_rate(steps: int, batch: int, seed: int, precision: str = "float32") -> float:
     """Patch pairs/s of train_vae: (long run - short run) time over the extra patches."""
     import tensorflow as tf
 
@@ -132,7 +138,7 @@ def training_rate(steps: int, batch: int, seed: int) -> float:
     images = tf.data.Dataset.from_tensor_slices((noisy, clean.astype(np.float32) / 255.0)).batch(4)
 
     def run(n):
-        model = build_vae(VAEConfig(lambda_eq=0.1))
+        model = build_vae(VAEConfig(lambda_eq=0.1, precision=precision))
         cfg = TrainConfig(epochs=1, steps_per_epoch=n, batch_size=batch, shuffle_buffer=4096, seed=seed, progress=False)
         start = time.perf_counter()
         with tempfile.TemporaryDirectory() as work:
@@ -155,29 +161,37 @@ def main(argv=None) -> None:
     p.add_argument("--train_steps", type=int, default=10)
     p.add_argument("--batch_size", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--precisions", nargs="+", default=["float32", "mixed_bfloat16"],
+                   choices=["float32", "mixed_bfloat16"], help="VAE compute policies to time (same run)")
+    p.add_argument("--verbose", action="store_true", help="show TensorFlow's C++ start-up lines")
     args = p.parse_args(argv)
 
     from models.vae import denoise_image
     from rl.inference import filter_images
 
     clean, noisy = make_images(args.images, args.seed)
-    vae, latent, agent, env_cfg = build_rse_rl(noisy, args.seed)
     rates: dict[str, float] = {}  # images/s by row name
 
     def timed(name: str, fn, n: int) -> None:
         seconds = median_seconds(fn, args.repeats)
         rates[name] = n / seconds
-        print(f"{name:42s} {n / seconds:9.3f} images/s  ({seconds / n:.3f} s/image)", flush=True)
+        print(f"{name:58s} {n / seconds:9.3f} images/s  ({seconds / n:.3f} s/image)", flush=True)
 
     print(f"{SIZE}x{SIZE} colour, gaussian_var {NOISE_VAR}, medians of {args.repeats}, "
           f"{os.cpu_count()} CPU cores (shared machine: compare rows of one run)")
-    timed(AGENT, lambda: filter_images(noisy, agent, latent, env_cfg), len(noisy))
-    timed(ALONE, lambda: filter_images(noisy, None, latent, env_cfg), len(noisy))
+    first = None
+    for precision in args.precisions:
+        vae, latent, agent, env_cfg = build_rse_rl(noisy, args.seed, precision)
+        first = first or (vae, latent, env_cfg)
+        timed(f"{AGENT} [{precision}]", lambda: filter_images(noisy, agent, latent, env_cfg), len(noisy))
+        timed(f"{ALONE} [{precision}]", lambda: filter_images(noisy, None, latent, env_cfg), len(noisy))
+        timed(f"{EXACT} [{precision}]",
+              lambda: [denoise_image(vae, img, overlap=4, symmetrise=True) for img in noisy], len(noisy))
+    vae, latent, env_cfg = first
     eager = dataclasses.replace(latent, encode=lambda p: vae.encode(p)[0], transform=vae.transform, decode=vae.decode)
-    timed(EAGER, lambda: filter_images(noisy, None, eager, env_cfg), len(noisy))
-    print(f"compiled / eager inference (VAE alone): {rates[ALONE] / rates[EAGER]:.1f}x", flush=True)
-    timed(EXACT,
-          lambda: [denoise_image(vae, img, overlap=4, symmetrise=True) for img in noisy], len(noisy))
+    timed(f"{EAGER} [{args.precisions[0]}]", lambda: filter_images(noisy, None, eager, env_cfg), len(noisy))
+    print(f"compiled / eager inference (VAE alone, {args.precisions[0]}): "
+          f"{rates[f'{ALONE} [{args.precisions[0]}]'] / rates[f'{EAGER} [{args.precisions[0]}]']:.1f}x", flush=True)
     try:
         import bm3d
     except ImportError:
@@ -188,18 +202,21 @@ def main(argv=None) -> None:
         subset = noisy[:args.bm3d_images]
         timed(BM3D, lambda: [bm3d.bm3d_rgb(img, sigma) for img in subset], len(subset))
         ref = rates[BM3D]
-        print(f"ratio RSE-RL (VAE + agent) / BM3D: {rates[AGENT] / ref:.1f}x  (goal >= 50x)")
-        print(f"ratio RSE-RL exact D4 / BM3D:       {rates[EXACT] / ref:.1f}x")
+        for precision in args.precisions:
+            print(f"ratio RSE-RL (VAE + agent) / BM3D [{precision}]: {rates[f'{AGENT} [{precision}]'] / ref:.1f}x  (goal >= 35x)")
+            print(f"ratio RSE-RL exact D4 / BM3D [{precision}]:       {rates[f'{EXACT} [{precision}]'] / ref:.1f}x  (goal >= 5x)")
     flops = vae_flops_per_patch(vae) * patches_per_image()
     peak = matmul_rate(args.repeats)
     floor = flops / peak
     print(f"VAE compute per image: {flops / 1e9:.1f} GFLOP ({patches_per_image()} patches); "
-          f"this machine's matmul rate {peak / 1e9:.0f} GFLOP/s; so the VAE alone needs at least "
+          f"this machine's float32 matmul rate {peak / 1e9:.0f} GFLOP/s; so the float32 VAE alone needs at least "
           f"{floor:.3f} s/image here", flush=True)
     if bm3d is not None:
         print(f"ceiling at that floor (no agent, no overhead): {1.0 / floor / ref:.0f}x BM3D")
-    rate = training_rate(args.train_steps, args.batch_size, args.seed)
-    print(f"VAE training (train_vae, batch {args.batch_size}, lambda_eq 0.1): {rate:.0f} patch pairs/s")
+    train = {precision: training_rate(args.train_steps, args.batch_size, args.seed, precision)
+             for precision in args.precisions}
+    for precision, rate in train.items():
+        print(f"VAE training (train_vae, batch {args.batch_size}, lambda_eq 0.1) [{precision}]: {rate:.0f} patch pairs/s")
 
 
 if __name__ == "__main__":

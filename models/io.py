@@ -13,6 +13,7 @@ RSEVAE configured like theirs (softplus log-variance head, ReLU on T's last laye
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -30,6 +31,39 @@ FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "vae.weights.h5"
 CLUSTERS_FILE = "clusters.npz"
+# Saved models shipped in the repository, loadable by name (`--weights authors`, `--init_from authors`);
+# made by scripts/convert_authors_weights.py.
+SHIPPED_WEIGHTS = {"authors": Path(__file__).resolve().parent / "weights" / "authors_celeba"}
+AUTHORS_LICENCE = """\
+The RSE-RL authors' released CelebA VAE weights (celeba_y_no, celeba_u_no, celeba_v_no),
+converted to this project's Keras 3 format by scripts/convert_authors_weights.py
+(the variables are copied unchanged).
+
+Source: https://github.com/yunhaoyang234/RSE-RL (the RSE-RL authors: Chandrajit Bajaj,
+Yi Wang, Yunhao Yang), released under the MIT licence; its notice, as in that repository:
+
+MIT License
+
+Copyright (c) 2022 Yunhao Yang
+
+Permission is hereby granted, free of charge, to any person obtaining a copy
+of this software and associated documentation files (the "Software"), to deal
+in the Software without restriction, including without limitation the rights
+to use, copy, modify, merge, publish, distribute, sublicense, and/or sell
+copies of the Software, and to permit persons to whom the Software is
+furnished to do so, subject to the following conditions:
+
+The above copyright notice and this permission notice shall be included in all
+copies or substantial portions of the Software.
+
+THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND, EXPRESS OR
+IMPLIED, INCLUDING BUT NOT LIMITED TO THE WARRANTIES OF MERCHANTABILITY,
+FITNESS FOR A PARTICULAR PURPOSE AND NONINFRINGEMENT. IN NO EVENT SHALL THE
+AUTHORS OR COPYRIGHT HOLDERS BE LIABLE FOR ANY CLAIM, DAMAGES OR OTHER
+LIABILITY, WHETHER IN AN ACTION OF CONTRACT, TORT OR OTHERWISE, ARISING FROM,
+OUT OF OR IN CONNECTION WITH THE SOFTWARE OR THE USE OR OTHER DEALINGS IN THE
+SOFTWARE.
+"""
 
 
 def save_model(model: RSEVAE, model_dir: str | os.PathLike, clusters=None) -> Path:
@@ -43,22 +77,44 @@ def save_model(model: RSEVAE, model_dir: str | os.PathLike, clusters=None) -> Pa
     return model_dir
 
 
-def load_model(model_dir: str | os.PathLike) -> RSEVAE:
-    """The RSEVAE saved by `save_model` (DataError naming the directory if it is not one)."""
-    model_dir = Path(model_dir)
-    cfg_path, weights = model_dir / CONFIG_FILE, model_dir / WEIGHTS_FILE
-    if not cfg_path.is_file() or not weights.is_file():
-        raise DataError(f"--model_dir {model_dir}: not a saved model (needs {CONFIG_FILE} and {WEIGHTS_FILE})")
+def resolve_model_dir(name_or_path: str | os.PathLike, flag: str = "--model_dir") -> Path:
+    """The folder of a shipped model (`SHIPPED_WEIGHTS` name, e.g. "authors") or of a saved model;
+    DataError naming `flag` if it is neither."""
+    key = os.fspath(name_or_path)
+    if key in SHIPPED_WEIGHTS:
+        folder = SHIPPED_WEIGHTS[key]
+        if not (folder / WEIGHTS_FILE).is_file():
+            raise DataError(f"{flag} {key}: the shipped weights are missing from {folder} "
+                            "(reinstall, or run scripts/convert_authors_weights.py)")
+        return folder
+    folder = Path(key)
+    if not (folder / CONFIG_FILE).is_file() or not (folder / WEIGHTS_FILE).is_file():
+        raise DataError(f"{flag} {folder}: not a saved model (needs {CONFIG_FILE} and {WEIGHTS_FILE}) "
+                        f"nor a shipped one ({', '.join(SHIPPED_WEIGHTS)})")
+    return folder
+
+
+def read_config(model_dir: str | os.PathLike, flag: str = "--model_dir") -> VAEConfig:
+    """The VAEConfig of a saved or shipped model, without building it (cheap: for checks before training)."""
+    cfg_path = resolve_model_dir(model_dir, flag) / CONFIG_FILE
     try:
-        meta = json.loads(cfg_path.read_text())
-        cfg = VAEConfig.from_dict(meta["vae"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise DataError(f"{cfg_path}: unreadable model config ({exc})") from None
+        return VAEConfig.from_dict(json.loads(cfg_path.read_text())["vae"])
+    except (ValueError, KeyError, TypeError, ConfigError) as exc:
+        raise DataError(f"{flag} {cfg_path}: unreadable model config ({exc})") from None
+
+
+def load_model(model_dir: str | os.PathLike, flag: str = "--model_dir", precision: str | None = None) -> RSEVAE:
+    """The RSEVAE saved by `save_model`, or a shipped one by name (DataError naming `flag` if it is
+    neither). `precision` overrides the saved compute policy (the variables stay float32)."""
+    cfg = read_config(model_dir, flag)
+    if precision is not None:
+        cfg = dataclasses.replace(cfg, precision=precision)
+    weights = resolve_model_dir(model_dir, flag) / WEIGHTS_FILE
     model = build_vae(cfg)
     try:
         model.load_weights(weights)
     except Exception as exc:  # Keras raises various types for a mismatched file
-        raise DataError(f"{weights}: weights do not match the config ({exc})") from None
+        raise DataError(f"{flag} {weights}: weights do not match the config ({exc})") from None
     return model
 
 
@@ -128,8 +184,22 @@ def import_authors_weights(weights_dir: str | os.PathLike) -> RSEVAE:
     return model
 
 
-def load_any(model_dir: str | None = None, authors_weights: str | None = None) -> RSEVAE:
-    """Our saved model or the authors' weights, whichever is given (exactly one)."""
+def load_any(model_dir: str | None = None, authors_weights: str | None = None,
+             precision: str | None = None) -> RSEVAE:
+    """Our saved model (a folder, or a shipped name such as "authors") or the authors' SavedModels
+    folder, whichever is given (exactly one)."""
     if (model_dir is None) == (authors_weights is None):
         raise ConfigError("give exactly one of --model_dir and --authors_weights")
-    return load_model(model_dir) if model_dir is not None else import_authors_weights(authors_weights)
+    if model_dir is not None:
+        return load_model(model_dir, precision=precision)
+    model = import_authors_weights(authors_weights)
+    if precision is None or precision == model.cfg.precision:
+        return model
+    return with_precision(model, precision)
+
+
+def with_precision(model: RSEVAE, precision: str) -> RSEVAE:
+    """The same weights in a model computing in `precision` (variables float32 in both)."""
+    again = build_vae(dataclasses.replace(model.cfg, precision=precision))
+    again.set_weights(model.get_weights())
+    return again

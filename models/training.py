@@ -12,8 +12,10 @@ restores the last checkpoint and continues with the next epoch.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import keras
 import numpy as np
@@ -22,9 +24,9 @@ from tqdm.auto import tqdm
 
 from data.color import rgb_to_yuv
 from data.errors import DataError
-from data.patches import split_patches
+from data.patches import make_grid, split_patches
 from models import equivariance
-from models.vae import RSEVAE
+from models.vae import RSEVAE, VAEConfig
 from utils import TensorBoardLogger, atomic_write_json
 
 
@@ -63,9 +65,56 @@ def patch_pair_dataset(dataset: tf.data.Dataset, block: int, overlap: int, chann
     return dataset.map(to_patches, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
 
 
+def count_patch_batches(dataset: tf.data.Dataset, block: int, overlap: int, batch_size: int) -> int:
+    """Full batches of patch pairs in one pass over (noisy, clean) image batches of a fixed size.
+
+    Why: tf.data cannot know the length of a streamed dataset, and the progress bar needs it
+    for a total and an ETA. This counts the images in one pass over the image stream (no
+    patching, no training: seconds for thousands of images) and multiplies by the patches per image.
+    """
+    _, height, width, channels = dataset.element_spec[0].shape
+    per_image = make_grid(int(height), int(width), block, overlap, 1, int(channels)).patches_per_image
+    images = dataset.map(lambda noisy, clean: tf.shape(noisy, out_type=tf.int64)[0])
+    total = int(images.reduce(tf.constant(0, tf.int64), lambda acc, n: acc + n))
+    return total * per_image // batch_size
+
+
 def _checkpoint(model: RSEVAE, optimizer, epoch: tf.Variable, rng: tf.random.Generator) -> tf.train.Checkpoint:
     """Everything a resumed run needs, the random stream included (so resuming repeats the draws)."""
     return tf.train.Checkpoint(optimizer=optimizer, epoch=epoch, rng=rng, **model.submodels())
+
+
+def loss_names(cfg: VAEConfig) -> list[str]:
+    """The loss terms a training step reports, `total` first."""
+    return ["total", "recon", "clean", "kl", "latent"] + (["eq"] if cfg.lambda_eq > 0 else [])
+
+
+def make_train_step(model: RSEVAE, optimizer, rng: tf.random.Generator, global_batch: int,
+                    strategy: tf.distribute.Strategy | None = None) -> Callable:
+    """The compiled training step of `train_vae`: (noisy, clean) patch batch -> {loss name: global mean}.
+
+    One random D4 element per step, sampling from `rng`, Adam on every trainable variable
+    (float32 under either precision: gradients arrive in float32 through the layers' casts).
+    bench/vae.py times this same step.
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    names = loss_names(model.cfg)
+
+    def step_fn(noisy, clean):
+        g = rng.uniform([], 0, equivariance.GROUP_SIZE, dtype=tf.int32)
+        with tf.GradientTape() as tape:
+            terms = model.losses_per_patch(noisy, clean, g_index=g, training=True, rng=rng)
+            loss = tf.nn.compute_average_loss(terms["total"], global_batch_size=global_batch)
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return {k: tf.nn.compute_average_loss(terms[k], global_batch_size=global_batch) for k in names}
+
+    @tf.function
+    def train_step(batch):
+        per_replica = strategy.run(step_fn, args=batch)
+        return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}
+
+    return train_step
 
 
 def train_vae(
@@ -101,22 +150,11 @@ def train_vae(
     elif resume:
         tqdm.write(f"--resume: no checkpoint in {out_dir / 'checkpoints'}, starting from scratch")
 
-    names = ["total", "recon", "clean", "kl", "latent"] + (["eq"] if vcfg.lambda_eq > 0 else [])
-    global_batch = cfg.batch_size
-
-    def step_fn(noisy, clean):
-        g = rng.uniform([], 0, equivariance.GROUP_SIZE, dtype=tf.int32)
-        with tf.GradientTape() as tape:
-            terms = model.losses_per_patch(noisy, clean, g_index=g, training=True, rng=rng)
-            loss = tf.nn.compute_average_loss(terms["total"], global_batch_size=global_batch)
-        grads = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
-        return {k: tf.nn.compute_average_loss(terms[k], global_batch_size=global_batch) for k in names}
-
-    @tf.function
-    def train_step(batch):
-        per_replica = strategy.run(step_fn, args=batch)
-        return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}
+    names = loss_names(vcfg)
+    expected_steps = cfg.steps_per_epoch
+    if expected_steps is None and cfg.progress and sys.stderr.isatty():
+        expected_steps = count_patch_batches(dataset, vcfg.block_size, cfg.overlap, cfg.batch_size)
+    train_step = make_train_step(model, optimizer, rng, cfg.batch_size, strategy)
 
     writer = TensorBoardLogger(out_dir / "tensorboard")
     history: dict[str, list] = {"epoch": [], **{k: [] for k in names}}
@@ -125,7 +163,8 @@ def train_vae(
         sums = {k: 0.0 for k in names}
         steps = 0
         it = iter(dist_data)
-        bar = tqdm(total=cfg.steps_per_epoch, desc=f"VAE epoch {epoch}/{cfg.epochs}", disable=not cfg.progress, leave=False)
+        bar = tqdm(total=expected_steps, desc=f"VAE epoch {epoch}/{cfg.epochs}", unit="batch",
+                   disable=not cfg.progress or not sys.stderr.isatty(), leave=False)
         while cfg.steps_per_epoch is None or steps < cfg.steps_per_epoch:
             try:
                 batch = next(it)

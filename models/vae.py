@@ -29,6 +29,12 @@ from data.patches import check_patch_settings, map_patches
 from models import equivariance
 
 
+PRECISIONS = ("float32", "mixed_bfloat16")
+# VAEConfig fields that only change how a model is trained or computed, not its variables or function.
+TRAINING_FIELDS = ("bn_momentum", "lambda_kl", "lambda_latent", "lambda_clean", "lambda_eq", "eq_fraction",
+                   "sample_std", "precision")
+
+
 @dataclass
 class VAEConfig:
     """Architecture and loss weights. Defaults: the authors' sizes, our activations (see docs/vae.md)."""
@@ -53,7 +59,11 @@ class VAEConfig:
     lambda_latent: float = 1e-2
     lambda_clean: float = 1.0
     lambda_eq: float = 0.1  # weight of the D4 equivariance loss (0: off)
+    eq_fraction: float = 1.0  # share of each batch the D4 loss is computed on (scaled to stay unbiased)
     sample_std: float = 1.0
+    # Keras dtype policy of every layer: "mixed_bfloat16" computes in bfloat16 with float32 variables;
+    # the model's outputs, the losses and the KL are float32 either way (see docs/vae.md for the speed).
+    precision: str = "float32"
 
     def __post_init__(self) -> None:
         self.channels = tuple(self.channels)
@@ -67,10 +77,19 @@ class VAEConfig:
             raise ConfigError(f"--latent_dim must be positive, got {self.latent_dim}")
         if not self.channels:
             raise ConfigError("VAEConfig.channels must name at least one subspace")
+        if not 0.0 < self.eq_fraction <= 1.0:
+            raise ConfigError(f"--eq_fraction must be in (0, 1], got {self.eq_fraction}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"--precision: {self.precision!r} is not one of {', '.join(PRECISIONS)}")
 
     @property
     def num_subspaces(self) -> int:
         return len(self.channels)
+
+    def with_layout_of(self, saved: "VAEConfig") -> "VAEConfig":
+        """`saved`'s network (every field that shapes the variables or the function) with this config's
+        training settings (`TRAINING_FIELDS`): the config for fine-tuning a saved model."""
+        return dataclasses.replace(saved, **{name: getattr(self, name) for name in TRAINING_FIELDS})
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -87,10 +106,12 @@ class VAEConfig:
 def _encoder_trunk(cfg: VAEConfig, inputs, prefix: str):
     x = inputs
     for i, (f, s) in enumerate(zip(cfg.conv_filters, cfg.conv_strides)):
-        x = keras.layers.Conv2D(f, 3, strides=s, padding="same", activation="relu", name=f"{prefix}conv{i}")(x)
-    x = keras.layers.BatchNormalization(epsilon=1e-3, momentum=cfg.bn_momentum, name=f"{prefix}bn")(x)
-    x = keras.layers.Flatten(name=f"{prefix}flatten")(x)
-    return keras.layers.Dense(cfg.dense_units, activation="relu", name=f"{prefix}dense")(x)
+        x = keras.layers.Conv2D(f, 3, strides=s, padding="same", activation="relu", name=f"{prefix}conv{i}",
+                                dtype=cfg.precision)(x)
+    x = keras.layers.BatchNormalization(epsilon=1e-3, momentum=cfg.bn_momentum, name=f"{prefix}bn",
+                                        dtype=cfg.precision)(x)
+    x = keras.layers.Flatten(name=f"{prefix}flatten", dtype=cfg.precision)(x)
+    return keras.layers.Dense(cfg.dense_units, activation="relu", name=f"{prefix}dense", dtype=cfg.precision)(x)
 
 
 def build_encoder(cfg: VAEConfig, name: str, in_channels: int = 1, heads: int = 1) -> keras.Model:
@@ -100,12 +121,12 @@ def build_encoder(cfg: VAEConfig, name: str, in_channels: int = 1, heads: int = 
     means, logvars = [], []
     for j in range(heads):
         sfx = f"_{j}" if heads > 1 else ""
-        means.append(keras.layers.Dense(cfg.latent_dim, name=f"{name}_mean{sfx}")(h))
-        logvars.append(
-            keras.layers.Dense(cfg.latent_dim, activation=cfg.logvar_activation, name=f"{name}_logvar{sfx}")(h)
-        )
-    stack = keras.layers.Lambda(lambda t: keras.ops.stack(t, axis=1), name=f"{name}_stack_mean")
-    stack_lv = keras.layers.Lambda(lambda t: keras.ops.stack(t, axis=1), name=f"{name}_stack_logvar")
+        means.append(keras.layers.Dense(cfg.latent_dim, name=f"{name}_mean{sfx}", dtype=cfg.precision)(h))
+        logvars.append(keras.layers.Dense(cfg.latent_dim, activation=cfg.logvar_activation,
+                                          name=f"{name}_logvar{sfx}", dtype=cfg.precision)(h))
+    stack = keras.layers.Lambda(lambda t: keras.ops.stack(t, axis=1), name=f"{name}_stack_mean", dtype=cfg.precision)
+    stack_lv = keras.layers.Lambda(lambda t: keras.ops.stack(t, axis=1), name=f"{name}_stack_logvar",
+                                   dtype=cfg.precision)
     return keras.Model(inputs, [stack(means), stack_lv(logvars)], name=name)
 
 
@@ -116,7 +137,7 @@ def build_transform(cfg: VAEConfig, name: str) -> keras.Model:
     for i in range(cfg.transform_layers):
         last = i == cfg.transform_layers - 1
         act = cfg.transform_last_activation if last else "relu"
-        x = keras.layers.Dense(cfg.latent_dim, activation=act, name=f"{name}_dense{i}")(x)
+        x = keras.layers.Dense(cfg.latent_dim, activation=act, name=f"{name}_dense{i}", dtype=cfg.precision)(x)
     return keras.Model(inputs, x, name=name)
 
 
@@ -124,12 +145,14 @@ def build_decoder(cfg: VAEConfig, name: str) -> keras.Model:
     """Decoder latent -> (b, b, decoder_out_channels) in (0, 1)."""
     base = cfg.block_size // int(np.prod(cfg.deconv_strides))
     inputs = keras.Input((cfg.latent_dim,), name=f"{name}_in")
-    x = keras.layers.Dense(base * base * cfg.decoder_channels, activation="relu", name=f"{name}_dense")(inputs)
-    x = keras.layers.Reshape((base, base, cfg.decoder_channels), name=f"{name}_reshape")(x)
+    x = keras.layers.Dense(base * base * cfg.decoder_channels, activation="relu", name=f"{name}_dense",
+                           dtype=cfg.precision)(inputs)
+    x = keras.layers.Reshape((base, base, cfg.decoder_channels), name=f"{name}_reshape", dtype=cfg.precision)(x)
     for i, (f, s) in enumerate(zip(cfg.deconv_filters, cfg.deconv_strides)):
-        x = keras.layers.Conv2DTranspose(f, 3, strides=s, padding="same", activation="relu", name=f"{name}_deconv{i}")(x)
+        x = keras.layers.Conv2DTranspose(f, 3, strides=s, padding="same", activation="relu", name=f"{name}_deconv{i}",
+                                         dtype=cfg.precision)(x)
     x = keras.layers.Conv2DTranspose(
-        cfg.decoder_out_channels, 3, padding="same", activation="sigmoid", name=f"{name}_out"
+        cfg.decoder_out_channels, 3, padding="same", activation="sigmoid", name=f"{name}_out", dtype=cfg.precision
     )(x)
     return keras.Model(inputs, x, name=name)
 
@@ -139,6 +162,7 @@ class RSEVAE(keras.Model):
 
     `encode`, `transform`, `decode` and `denoise_patches` each process the whole
     batch per subspace in one call (the only Python loop is over the S subspaces).
+    They take and return float32 whatever `cfg.precision` (the layers compute in it).
     """
 
     def __init__(self, cfg: VAEConfig, **kwargs):
@@ -164,10 +188,11 @@ class RSEVAE(keras.Model):
         patches = tf.convert_to_tensor(patches, tf.float32)
         self._check_patches(patches)
         if self.cfg.shared_encoder:
-            return self.encoders[0](patches, training=training)
+            mean, logvar = self.encoders[0](patches, training=training)
+            return tf.cast(mean, tf.float32), tf.cast(logvar, tf.float32)
         outs = [enc(patches[..., s:s + 1], training=training) for s, enc in enumerate(self.encoders)]
-        mean = tf.concat([o[0] for o in outs], axis=1)
-        logvar = tf.concat([o[1] for o in outs], axis=1)
+        mean = tf.concat([tf.cast(o[0], tf.float32) for o in outs], axis=1)
+        logvar = tf.concat([tf.cast(o[1], tf.float32) for o in outs], axis=1)
         return mean, logvar
 
     def sample(self, mean, logvar, std: float | None = None, rng: tf.random.Generator | None = None):
@@ -186,12 +211,14 @@ class RSEVAE(keras.Model):
     def transform(self, z, training: bool = False):
         """(P, S, latent) noisy latents -> (P, S, latent) clean-latent estimates T(z)."""
         z = tf.convert_to_tensor(z, tf.float32)
-        return tf.stack([t(z[:, s], training=training) for s, t in enumerate(self.transforms)], axis=1)
+        return tf.stack([tf.cast(t(z[:, s], training=training), tf.float32) for s, t in enumerate(self.transforms)],
+                        axis=1)
 
     def decode(self, z, training: bool = False):
         """(P, S, latent) latents -> (P, b, b, S) patches (channel 0 of each decoder)."""
         z = tf.convert_to_tensor(z, tf.float32)
-        return tf.concat([d(z[:, s], training=training)[..., :1] for s, d in enumerate(self.decoders)], axis=-1)
+        return tf.concat([tf.cast(d(z[:, s], training=training)[..., :1], tf.float32)
+                          for s, d in enumerate(self.decoders)], axis=-1)
 
     # -- the denoiser ---------------------------------------------------------------------------
     def denoise_fn(self, patches, training: bool = False):
@@ -228,7 +255,10 @@ class RSEVAE(keras.Model):
         - clean: ||decode(z_clean) - clean||^2, so clean latents decode (the cluster bank uses them)
         - kl: KL(q(z|noisy) || N(0, I)) + KL(q(z|clean) || N(0, I))
         - latent: ||T(z_noisy) - stop_gradient(mean(clean))||^2
-        - eq (if lambda_eq > 0 and g_index given): ||f(g x) - g f(x)||^2 on the noisy batch
+        - eq (if lambda_eq > 0 and g_index given): ||f(g x) - g f(x)||^2 on the first `eq_fraction` of
+          the noisy batch (batches are shuffled, so a random subset), divided by the fraction so that
+          its batch mean estimates the full term; 0 on the other patches. Why a subset: the term
+          encodes and decodes extra rows; docs/vae.md has what it costs and returns.
         """
         cfg = self.cfg
         noisy = tf.convert_to_tensor(noisy, tf.float32)
@@ -237,7 +267,9 @@ class RSEVAE(keras.Model):
         use_eq = cfg.lambda_eq > 0 and g_index is not None
         parts = [noisy, clean]
         if use_eq:
-            parts.append(equivariance.transform_by_tensor(noisy, g_index))
+            m = n if cfg.eq_fraction >= 1.0 else tf.maximum(
+                1, tf.cast(tf.math.ceil(cfg.eq_fraction * tf.cast(n, tf.float32)), tf.int32))
+            parts.append(equivariance.transform_by_tensor(noisy[:m], g_index))
         # One encoder pass over all inputs (BatchNorm sees one batch).
         mean_all, logvar_all = self.encode(tf.concat(parts, axis=0), training=training)
         mean_n, mean_c = mean_all[:n], mean_all[n:2 * n]
@@ -254,10 +286,12 @@ class RSEVAE(keras.Model):
         total = recon + cfg.lambda_clean * clean_recon + cfg.lambda_kl * kl + cfg.lambda_latent * latent
         out = {"recon": recon, "clean": clean_recon, "kl": kl, "latent": latent}
         if use_eq:
-            means = tf.concat([mean_n, mean_all[2 * n:]], axis=0)
+            means = tf.concat([mean_n[:m], mean_all[2 * n:]], axis=0)
             f_all = self.decode(self.transform(means, training=training), training=training)
-            f_x, f_gx = f_all[:n], f_all[n:]
+            f_x, f_gx = f_all[:m], f_all[m:]
             eq = sse(f_gx, equivariance.transform_by_tensor(f_x, g_index))
+            if cfg.eq_fraction < 1.0:
+                eq = tf.pad(eq * tf.cast(n, tf.float32) / tf.cast(m, tf.float32), [[0, n - m]])
             out["eq"] = eq
             total = total + cfg.lambda_eq * eq
         out["total"] = total

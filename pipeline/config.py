@@ -21,7 +21,7 @@ from data.noise import NOISE_MODELS, NoiseConfig, parse_noise
 from data.patches import check_patch_settings
 from models.clusters import ClusterConfig
 from models.training import TrainConfig
-from models.vae import VAEConfig
+from models.vae import PRECISIONS, VAEConfig
 from rl.agent_training import AgentTrainConfig
 from rl.envs.latent_filter import ACTIONS, GATES, FilterEnvConfig
 from rl.sac import SACConfig
@@ -63,6 +63,7 @@ class RunConfig:
     recursions: int = 1  # self-enhancement rounds after round 0
     baselines: tuple[str, ...] = ("nlm", "tv", "bm3d")
     authors_weights: Path | None = None
+    init_from: str | None = None  # a saved VAE folder or a shipped name ("authors") to fine-tune from in round 0
     max_train_images: int | None = None
     max_test_images: int | None = None
     strategy: str = "auto"
@@ -107,7 +108,7 @@ class RunConfig:
 
     def record(self) -> dict:
         """What state.json keeps and `--resume` compares: the effective flags and every typed config."""
-        skip = {"resume", "overwrite"}
+        skip = {"resume", "overwrite", "verbose"}
         configs = {name: dataclasses.asdict(getattr(self, name))
                    for name in ("vae", "train", "clusters", "env", "sac", "agent_train")}
         return _json_safe({"flags": {k: v for k, v in self.flags.items() if k not in skip}, "configs": configs})
@@ -136,7 +137,15 @@ def add_common_flags(parser: argparse.ArgumentParser, defaults: Mapping[str, Any
     r.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in --out_dir")
     r.add_argument("--baselines", nargs="*", default=list(run.baselines), choices=BASELINES, metavar="BASELINE",
                    help=f"any of {', '.join(BASELINES)}")
-    r.add_argument("--authors_weights", default=None, help="the authors' released VAE folder (celeba_{y,u,v}_no)")
+    r.add_argument("--authors_weights", default=None,
+                   help="the authors' released VAE folder (celeba_{y,u,v}_no); without it --baselines authors "
+                        "uses the copy shipped in models/weights")
+    r.add_argument("--init_from", default=None, metavar="PATH|authors",
+                   help="fine-tune from a saved VAE (a model folder, or 'authors': the authors' released CelebA VAEs, "
+                        "shipped) instead of starting from scratch; its layout must match the run's")
+    r.add_argument("--precision", default=vae.precision, choices=PRECISIONS,
+                   help="VAE compute policy, training and inference (variables, losses and KL stay float32)")
+    r.add_argument("--verbose", action="store_true", help="debug logs and TensorFlow's C++ start-up lines")
     r.add_argument("--smoke", action="store_true",
                    help="a short run: tiny budgets for every flag not given (16 training, 2 test images, 2 epochs)")
     r.add_argument("--max_train_images", type=int, default=None)
@@ -159,6 +168,8 @@ def add_common_flags(parser: argparse.ArgumentParser, defaults: Mapping[str, Any
     m.add_argument("--lambda_kl", type=float, default=vae.lambda_kl)
     m.add_argument("--lambda_latent", type=float, default=vae.lambda_latent)
     m.add_argument("--lambda_eq", type=float, default=vae.lambda_eq, help="weight of the D4 equivariance loss")
+    m.add_argument("--eq_fraction", type=float, default=vae.eq_fraction,
+                   help="share of each batch the D4 loss is computed on (1: all; less is faster, see docs/vae.md)")
     m.add_argument("--symmetrise", action="store_true",
                    help="exact D4-equivariant mode for every VAE stage at test time (mean over the 8 symmetries; 8x the inference compute)")
     m.add_argument("--num_clusters", type=int, default=ClusterConfig.num_clusters)
@@ -228,6 +239,7 @@ def build_run_config(args: argparse.Namespace, defaults: Mapping[str, Any], give
         seed=flags["seed"], resume=flags["resume"], overwrite=flags["overwrite"], recursions=flags["recursions"],
         baselines=tuple(flags["baselines"]),
         authors_weights=Path(flags["authors_weights"]) if flags["authors_weights"] else None,
+        init_from=flags.get("init_from"),
         max_train_images=flags["max_train_images"], max_test_images=flags["max_test_images"],
         strategy=flags["strategy"], images_per_batch=flags["images_per_batch"],
         finetune_epochs=flags["finetune_epochs"], finetune_lr=flags["finetune_lr"],
@@ -235,7 +247,7 @@ def build_run_config(args: argparse.Namespace, defaults: Mapping[str, Any], give
         symmetrise=flags["symmetrise"], agent_episodes=schedule, agent_images=flags["agent_images"],
         agent_check_images=flags["agent_check_images"], enhance_images=flags["enhance_images"],
         noise=parse_noise(flags["noise"], flags["noise_level"]) if flags["noise"] is not None else None,
-        vae=config_from_flags(VAEConfig, flags),
+        vae=vae_config(flags),
         train=config_from_flags(TrainConfig, flags),
         clusters=config_from_flags(ClusterConfig, flags),
         env=config_from_flags(FilterEnvConfig, flags),
@@ -243,6 +255,22 @@ def build_run_config(args: argparse.Namespace, defaults: Mapping[str, Any], give
         agent_train=config_from_flags(AgentTrainConfig, flags, episodes=schedule[0]),
         flags=flags,
     )
+
+
+def vae_config(flags: Mapping[str, Any]) -> VAEConfig:
+    """The VAE's config from the flags; with --init_from, the saved model's network with the flags'
+    training settings, after checking that the flags that shape the network agree with it."""
+    vae = config_from_flags(VAEConfig, flags)
+    if not flags.get("init_from"):
+        return vae
+    from models.io import read_config  # a JSON read: cheap, so a mismatch stops the run before any work
+
+    saved = read_config(flags["init_from"], "--init_from")
+    for flag in ("latent_dim", "block_size", "shared_encoder"):
+        if getattr(saved, flag) != getattr(vae, flag):
+            raise ConfigError(f"--init_from {flags['init_from']}: the saved VAE has {flag} {getattr(saved, flag)} "
+                              f"but the run has --{flag} {getattr(vae, flag)} (layouts must match)")
+    return vae.with_layout_of(saved)
 
 
 def config_from_flags(cls: type, flags: Mapping[str, Any], **fixed: Any):
@@ -269,8 +297,6 @@ def _check(flags: Mapping[str, Any]) -> None:
         raise ConfigError(f"--knn {flags['knn']} is more than the --cluster_cap {flags['cluster_cap']} latents kept per cluster")
     if flags["resume"] and flags["overwrite"]:
         raise ConfigError("--resume and --overwrite contradict each other: continue the run in --out_dir, or replace it")
-    if "authors" in flags["baselines"] and not flags["authors_weights"]:
-        raise ConfigError("--baselines authors needs --authors_weights DIR")
     if flags["authors_weights"] and not Path(flags["authors_weights"]).is_dir():
         raise DataError(f"--authors_weights {flags['authors_weights']}: no such folder")
 

@@ -21,7 +21,7 @@ from data.patches import split_patches
 from data.sidd import write_sidd_submission
 from evaluation import psnr, ssim, uqi
 from models.equivariance import relative_equivariance_error
-from models.io import import_authors_weights
+from models.io import import_authors_weights, load_model
 from models.vae import denoise_image
 from pipeline.config import RunConfig
 from pipeline.rounds import RoundModels
@@ -53,7 +53,8 @@ def evaluate(cfg: RunConfig, data: RunData, rounds: list[RoundModels]) -> dict:
             baselines[name](pair.noisy)
         for models in [vae_alone, *rounds]:
             models.apply(pair.noisy[None], cfg)
-    for pair in tqdm(data.test.open(), total=data.test.size, desc="evaluating", disable=not sys.stderr.isatty()):
+    for pair in tqdm(data.test.open(), total=data.test.size, desc="evaluating", unit="image",
+                     disable=not sys.stderr.isatty()):
         outputs: dict[str, np.ndarray] = {"noisy input": pair.noisy}
         for name, fn in baselines.items():
             start = time.perf_counter()
@@ -133,8 +134,8 @@ def baseline_functions(cfg: RunConfig) -> dict[str, Callable[[np.ndarray], np.nd
                 return np.clip(bm3d.bm3d(img[..., 0], sigma), 0, 1)[..., None].astype(np.float32)
 
             functions["BM3D"] = run_bm3d
-    if "authors" in cfg.baselines and cfg.authors_weights:
-        authors = import_authors_weights(cfg.authors_weights)
+    if "authors" in cfg.baselines:  # float32, as the authors ran it (the shipped copy unless --authors_weights)
+        authors = import_authors_weights(cfg.authors_weights) if cfg.authors_weights else load_model("authors")
         functions[AUTHORS_STAGE] = lambda img: denoise_image(authors, img, overlap=cfg.env.overlap)
     return functions
 

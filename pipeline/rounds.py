@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
 from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
+from tqdm.auto import tqdm
 
 from data.celeba import write_tfrecords
+from data.errors import ConfigError
 from data.images import to_uint8
 from evaluation import batch_psnr
 from models.clusters import ClusterIndex, latent_stream_from_patches
@@ -120,11 +123,12 @@ def _vae_phase(cfg: RunConfig, data: RunData, r: int, state: RunState, previous:
         return load_model(folder)
     seed = phase_seed(cfg.seed, r, "vae")
     set_seeds(seed)
+    start = previous.vae if previous is not None else _init_model(cfg) if cfg.init_from else None
     with strategy.scope():
         vae = build_vae(cfg.vae)
-        if previous is not None:
+        if start is not None:
             vae(tf.zeros([1, cfg.vae.block_size, cfg.vae.block_size, cfg.vae.num_subspaces]))
-            vae.set_weights(previous.vae.get_weights())
+            vae.set_weights(start.get_weights())
     train_cfg = dataclasses.replace(cfg.train, epochs=cfg.vae_epochs(r), learning_rate=cfg.vae_learning_rate(r),
                                     seed=seed, progress=True)
     LOG.info("round %d: training the VAE for %d epoch(s)", r, train_cfg.epochs)
@@ -133,6 +137,17 @@ def _vae_phase(cfg: RunConfig, data: RunData, r: int, state: RunState, previous:
     save_model(vae, folder)
     state.mark(f"round{r}/vae", {"history": history})
     return vae
+
+
+def _init_model(cfg: RunConfig) -> RSEVAE:
+    """The saved VAE that --init_from names (its network is the run's: `pipeline.config.vae_config`);
+    ConfigError naming the flag if its subspaces are not the data's."""
+    init = load_model(cfg.init_from, "--init_from")
+    if init.cfg.channels != cfg.vae.channels:
+        raise ConfigError(f"--init_from {cfg.init_from}: the saved VAE has subspaces {'/'.join(init.cfg.channels)}, "
+                          f"the data needs {'/'.join(cfg.vae.channels)} (layouts must match)")
+    LOG.info("round 0: the VAE starts from %s", cfg.init_from)
+    return init
 
 
 def _clusters_phase(cfg: RunConfig, data: RunData, r: int, state: RunState, vae: RSEVAE) -> ClusterIndex:
@@ -160,10 +175,15 @@ def enhance_training_set(cfg: RunConfig, data: RunData, r: int, models: RoundMod
     if cfg.enhance_images:
         ds = ds.take(cfg.enhance_images)
 
+    total = int(ds.reduce(tf.constant(0, tf.int64), lambda count, _: count + 1))  # for the bar's total and ETA
+
     def records():
-        for noisy, clean in ds.batch(cfg.images_per_batch).as_numpy_iterator():
-            for e, c in zip(to_uint8(models.apply(noisy, cfg)), to_uint8(clean)):
-                yield np.concatenate([e, c], axis=-1)
+        with tqdm(total=total, desc=f"enhancing round {r}", unit="image", leave=False,
+                  disable=not sys.stderr.isatty()) as bar:
+            for noisy, clean in ds.batch(cfg.images_per_batch).as_numpy_iterator():
+                for e, c in zip(to_uint8(models.apply(noisy, cfg)), to_uint8(clean)):
+                    yield np.concatenate([e, c], axis=-1)
+                bar.update(len(noisy))
 
     LOG.info("round %d: enhancing the training inputs for round %d", r, r + 1)
     write_tfrecords(records(), enhanced_dir(cfg, r), prefix="enhanced", images_per_shard=500)

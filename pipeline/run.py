@@ -89,7 +89,7 @@ def main(build_data: Callable[[argparse.Namespace], RunData], parser: argparse.A
     namespace (with `noise_config`); everything below them gets the `RunConfig`.
     """
     args = parser.parse_args(argv)
-    setup_logging()
+    setup_logging(args.verbose)
 
     def start() -> None:
         cfg = build_run_config(args, defaults, given_flags(parser, argv))

@@ -12,7 +12,8 @@ import tensorflow as tf
 import denoise
 
 from data.images import read_image, write_image
-from models.io import save_model
+from data.images import to_uint8
+from models.io import load_model, save_model
 from models.vae import VAEConfig, build_vae, denoise_image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,6 +41,19 @@ def test_denoise_folder_end_to_end(tmp_path):
     assert read_image(tmp_path / "out" / "a.png").shape == (40, 50, 3)
     assert read_image(tmp_path / "out" / "b.png").shape == (33, 20, 3)
     assert read_image(tmp_path / "out" / "grey.png").shape == (24, 24, 1)
+
+
+@pytest.mark.slow  # a subprocess
+def test_default_weights_are_the_shipped_ones_and_startup_is_quiet(tmp_path):
+    """No weights flag: the authors' shipped VAEs; TensorFlow's C++ start-up lines are not shown."""
+    clean = np.kron(np.random.default_rng(1).integers(0, 256, (4, 4, 3)), np.ones((8, 8, 1))).astype(np.uint8)
+    write_image(tmp_path / "photo.png", clean)
+    res = _run("--input", str(tmp_path / "photo.png"), "--output", str(tmp_path / "out"))
+    assert res.returncode == 0, res.stderr
+    assert read_image(tmp_path / "out" / "photo.png").shape == (32, 32, 3)
+    assert "absl::InitializeLog" not in res.stderr and " port.cc:" not in res.stderr, res.stderr
+    via_name = denoise_image(load_model("authors"), clean)
+    np.testing.assert_allclose(read_image(tmp_path / "out" / "photo.png"), to_uint8(via_name), atol=1)
 
 
 @pytest.mark.slow  # a subprocess

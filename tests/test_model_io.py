@@ -39,8 +39,11 @@ def test_load_errors_name_the_problem(tmp_path):
         find_authors_channel_dirs(tmp_path)
 
 
-def test_importer_reproduces_the_authors_savedmodels(shared_data):
-    _check_import(shared_data / "weights" / "rse_rl_authors", atol=1e-5)
+@pytest.mark.parametrize("source", ["importer", "shipped"])
+def test_importer_and_shipped_weights_reproduce_the_authors_savedmodels(shared_data, source):
+    """Both the importer and the file shipped in the repository give the SavedModels' outputs."""
+    base = shared_data / "weights" / "rse_rl_authors"
+    _check_outputs(import_authors_weights(base) if source == "importer" else load_model("authors"), base, atol=1e-5)
 
 
 def _authors_style_savedmodels(folder, latent: int, seed: int) -> None:
@@ -94,7 +97,10 @@ def _reference_outputs(base, x):
 
 
 def _check_import(base, atol):
-    model = import_authors_weights(base)
+    return _check_outputs(import_authors_weights(base), base, atol)
+
+
+def _check_outputs(model, base, atol):
     x = np.random.default_rng(0).random((64, 16, 16, 3)).astype(np.float32)
     mean, logvar = model.encode(x)
     t = model.transform(mean)
@@ -116,3 +122,31 @@ def test_importer_reproduces_authors_style_savedmodels(tmp_path):
     shutil.copytree(tmp_path / "celeba_u_no" / "decoder", tmp_path / "celeba_u_no" / "transform")
     with pytest.raises(DataError, match=r"celeba_u_no/transform: \d+ variables, expected 6"):
         import_authors_weights(tmp_path)
+
+
+def test_shipped_authors_weights_load_by_name_and_denoise():
+    """The weights in the repository load with no other file and denoise a photo they never saw."""
+    from skimage import data as skdata
+
+    from data.images import to_uint8
+    from data.noise import add_noise, parse_noise
+    from evaluation import psnr
+    from models.io import SHIPPED_WEIGHTS, read_config
+    from models.vae import denoise_image
+
+    import cv2
+
+    assert (SHIPPED_WEIGHTS["authors"] / "LICENSE").read_text().startswith("The RSE-RL authors'")
+    model = load_model("authors")
+    assert read_config("authors") == model.cfg and model.cfg.decoder_out_channels == 3
+    clean = cv2.resize(skdata.astronaut(), (256, 256), interpolation=cv2.INTER_AREA)
+    noisy = add_noise(clean, parse_noise("gaussian_var", 0.02), 0)
+    out = to_uint8(denoise_image(model, noisy))
+    assert psnr(clean, out) > psnr(clean, to_uint8(noisy)) + 4.0  # measured: 17.87 -> 23.57 dB
+
+
+def test_unknown_name_or_folder_is_one_line_naming_the_flag(tmp_path):
+    from models.io import resolve_model_dir
+
+    with pytest.raises(DataError, match=r"^--init_from nonesuch: not a saved model .*shipped one \(authors\)"):
+        resolve_model_dir("nonesuch", "--init_from")

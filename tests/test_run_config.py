@@ -73,7 +73,6 @@ def test_record_survives_json_and_names_every_config():
     (["--overlap", "16"], "--overlap"),
     (["--resume", "--overwrite"], "--resume and --overwrite"),
     (["--knn", "9", "--cluster_cap", "8"], "--knn 9 is more than the --cluster_cap 8"),
-    (["--baselines", "authors"], "--baselines authors needs --authors_weights"),
     (["--rl_steps", "0"], "--rl_steps"),
     (["--kl_max", "0"], "--kl_max"),
 ])

@@ -152,3 +152,30 @@ def test_compiled_inference_matches_eager_with_few_shapes():
     assert [padded_rows(n, 1024) for n in (0, 1, 64, 65, 441, 1000, 1024, 5000)] == [64, 64, 64, 128, 512, 1024, 1024, 1024]
     with pytest.raises(DataError, match=r"\(P, 16, 16, 3\)"):
         compiled.denoise(x[:, :8])
+
+
+def test_patch_batch_count_of_an_image_stream():
+    """The progress bar's total: 5 images of 40x52 -> 3 x 4 = 12 patches each (block 16, overlap 4)
+    -> 60 patches -> 7 full batches of 8."""
+    from models.training import count_patch_batches
+
+    images = np.zeros((5, 40, 52, 3), np.float32)
+    ds = tf.data.Dataset.from_tensor_slices((images, images)).batch(2)
+    assert count_patch_batches(ds, 16, 4, 8) == 7
+
+
+def test_equivariance_term_on_a_subset_is_the_full_terms_rows_rescaled():
+    """eq_fraction 0.25 of 8 patches: rows 0-1 carry 4x the full term's rows 0-1, the rest are 0."""
+    import dataclasses
+
+    tf.random.set_seed(2)
+    full = build_vae(VAEConfig(latent_dim=8, conv_filters=(4, 8, 8, 8), dense_units=16, decoder_channels=16,
+                               deconv_filters=(8, 8, 8, 4), sample_std=0.0))
+    part = build_vae(dataclasses.replace(full.cfg, eq_fraction=0.25))
+    part.set_weights(full.get_weights())
+    x = np.random.default_rng(0).random((8, 16, 16, 3)).astype(np.float32)
+    g = tf.constant(5)
+    eq_full = full.losses_per_patch(x, x, g_index=g, training=False)["eq"].numpy()
+    eq_part = part.losses_per_patch(x, x, g_index=g, training=False)["eq"].numpy()
+    np.testing.assert_allclose(eq_part[:2], 4 * eq_full[:2], rtol=1e-4)
+    assert not eq_part[2:].any() and eq_full[2:].all()
