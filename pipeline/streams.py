@@ -40,11 +40,24 @@ def enhanced_pairs(cfg: RunConfig, r: int) -> tf.data.Dataset:
     return enhanced.map(lambda x: (tf.cast(x[..., :c], tf.float32) / 255.0, tf.cast(x[..., c:], tf.float32) / 255.0))
 
 
+def training_stream(cfg: RunConfig, data: RunData) -> tf.data.Dataset:
+    """The dataset script's training pairs, in the same order for every phase.
+
+    A tf.data shuffle with an op seed still takes TensorFlow's global seed, read when the dataset
+    is built, and every phase sets its own (`phase_seed`); without pinning it, the agent's
+    training images and its held-out check images would be cut from differently shuffled
+    streams and could overlap. So the global seed is set to the run's seed first.
+    """
+    tf.random.set_seed(cfg.seed)
+    return data.train_pairs()
+
+
 def round_input_pairs(cfg: RunConfig, data: RunData, r: int) -> tf.data.Dataset:
     """The (input, clean) pairs round r is applied to: noisy ones in round 0, round r-1's outputs after."""
     if r:
         return enhanced_pairs(cfg, r - 1)
-    return data.train_pairs().take(cfg.max_train_images) if cfg.max_train_images else data.train_pairs()
+    pairs = training_stream(cfg, data)
+    return pairs.take(cfg.max_train_images) if cfg.max_train_images else pairs
 
 
 def without_check_pairs(cfg: RunConfig, pairs: tf.data.Dataset) -> tf.data.Dataset:
@@ -70,7 +83,7 @@ def vae_training_images(cfg: RunConfig, data: RunData, r: int) -> tf.data.Datase
 
 def clean_patch_batches(cfg: RunConfig, data: RunData) -> Iterator[np.ndarray]:
     """Clean training images -> model-space patch batches, at most --cluster_images images."""
-    ds = data.train_pairs().map(lambda n, c: c).take(cfg.cluster_images).batch(cfg.images_per_batch)
+    ds = training_stream(cfg, data).map(lambda n, c: c).take(cfg.cluster_images).batch(cfg.images_per_batch)
     for clean in ds.as_numpy_iterator():
         patches, _ = split_patches(to_model_space(clean), cfg.vae.block_size, cfg.env.overlap)
         yield patches

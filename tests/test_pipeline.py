@@ -147,3 +147,23 @@ def test_later_rounds_fine_tune_without_the_held_out_pairs(tmp_path):
     assert len(everything) == 6 + 4
     np.testing.assert_array_equal(everything[:6], noisy)
     np.testing.assert_array_equal(everything[6:], outputs_only)
+
+
+def test_agent_and_check_windows_do_not_depend_on_the_phase_seed():
+    """Every phase sets TensorFlow's global seed; a shuffled training stream must still be cut into
+    the same agent and held-out windows, so the check images never overlap the agent's."""
+    clean = _crops(12)
+    data = SimpleNamespace(train_pairs=lambda: tf.data.Dataset.from_tensor_slices((_noisy(clean), clean)).shuffle(12, seed=5))
+    cfg = RunConfig(agent_images=4, agent_check_images=4, seed=0)
+    windows = []
+    for phase_seed in (1, 2, 3):
+        tf.random.set_seed(phase_seed)
+        train = agent_pairs(cfg, data, 0)[1]
+        tf.random.set_seed(phase_seed + 10)
+        check = agent_pairs(cfg, data, 0, skip=4, take=4)[1]
+        windows.append((train, check))
+    for train, check in windows[1:]:
+        np.testing.assert_array_equal(train, windows[0][0])
+        np.testing.assert_array_equal(check, windows[0][1])
+    seen = {c.tobytes() for c in windows[0][0]}
+    assert not any(c.tobytes() in seen for c in windows[0][1])
