@@ -1,5 +1,8 @@
 """Denoising quality against the peers: RSE-RL trained within a stated CPU budget, one table.
 
+Length (over 400 lines): one command, one table; its blocks (colour, grey, faces, R3L) share
+the row format, the noise protocol and the printing, and nothing outside bench/ uses them.
+
 Colour: trained on LIVE1 crops, tested on CBSD68; grey: trained on Train400 crops
 (through the pipeline with colour=False, one subspace 'Y'), tested on Set12. Each at the
 paper's gaussian_var 0.02 and at sigma 25. Faces (the paper's domain; when

@@ -1,4 +1,4 @@
-"""Why a recursion round can lose, and what it should fine-tune on: the diagnosis behind SPEC 2.8.
+"""Why a recursion round can lose, and what it should fine-tune on: the diagnosis behind the round check.
 
 For a run's round-0 VAE (VAE alone, no agent, so the effect of recursion is isolated) it prints,
 on held-out clean images with seeded noise:

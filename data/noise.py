@@ -1,4 +1,4 @@
-"""Noise models of SPEC section 1, reproducible from a seed, in numpy and in TensorFlow.
+"""Noise models (Gaussian, Poisson-Gaussian, camera), reproducible from a seed, in numpy and in TensorFlow.
 
 - `gaussian_var`: `skimage.util.random_noise(img, mode='gaussian', var=v)`, then x255
   and cast to uint8 (the RSE-RL paper's CelebA setting; v = 0.02 gives ~17-18 dB).

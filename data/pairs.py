@@ -1,4 +1,4 @@
-"""(noisy, clean) image pairs for training and testing, from any data source of SPEC section 1.
+"""(noisy, clean) image pairs for training and testing, from every data source (TFRecords, SIDD folders and .mat blocks, image folders).
 
 Training pairs are tf.data streams of float32 [0, 1] images; synthetic noise is drawn
 in the graph from a stateless seed (run seed, image index), so every noisy sample is

@@ -1,4 +1,4 @@
-"""R3L's fully convolutional policy/value network and the R3N supervised baseline (SPEC section 3).
+"""R3L's fully convolutional policy/value network and the R3N supervised baseline.
 
 Both share one trunk of 3x3 convolutions with 64 channels and dilations 1, 2, 3, 4
 (ReLU). R3L adds a policy head (dilations 3, 2, 1 -> 27-way logits per pixel and

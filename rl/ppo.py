@@ -1,5 +1,8 @@
 """PPO-clip for batch image environments with per-pixel categorical actions, and a cloning warm start.
 
+Length (over 400 lines): the compiled episode, the eager reference path it is tested against
+and the cloning warm start share one set of losses; split, one algorithm would live in three files.
+
 The agent is a fully convolutional network: every pixel (and channel) of every
 image in the batch is one agent choosing one of A actions, with its own reward and
 value (as in R3L, arXiv 2107.05318). Any image task can reuse this trainer by

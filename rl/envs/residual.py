@@ -1,4 +1,4 @@
-"""Residual-recovery environment of R3L (SPEC section 3), vectorised over a batch of images.
+"""Residual-recovery environment of R3L, vectorised over a batch of images.
 
 State: the current image I_t, float (B,H,W,C) in the [0,1] scale; I_0 is the noisy input.
 Action: one integer in 0..26 per pixel and channel, meaning the residual
