@@ -27,6 +27,7 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
+import evaluation
 from data.errors import DataError
 from rl.ppo import PPO, PPOConfig
 
@@ -100,8 +101,7 @@ def validation_set(images: list[np.ndarray], sigma: float, seed: int, count: int
 def batch_psnr(clean: np.ndarray, image: np.ndarray) -> float:
     """Mean PSNR (dB) over a batch of [0,1] images, the output clipped and quantised as when saved."""
     out = np.round(np.clip(image, 0.0, 1.0) * 255.0) / 255.0
-    mse = np.mean((out - clean) ** 2, axis=tuple(range(1, clean.ndim)))
-    return float(np.mean(10 * np.log10(1.0 / np.maximum(mse, 1e-12))))
+    return float(np.mean(evaluation.batch_psnr(clean, out)))
 
 
 def network_checkpoint(net, **trackables) -> tf.train.Checkpoint:
