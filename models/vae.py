@@ -31,8 +31,8 @@ from models import equivariance
 
 PRECISIONS = ("float32", "mixed_bfloat16")
 # VAEConfig fields that only change how a model is trained or computed, not its variables or function.
-TRAINING_FIELDS = ("bn_momentum", "freeze_bn", "lambda_kl", "lambda_latent", "lambda_clean", "lambda_eq",
-                   "eq_fraction", "sample_std", "precision")
+TRAINING_FIELDS = ("bn_momentum", "lambda_kl", "lambda_latent", "lambda_clean", "lambda_eq", "eq_fraction",
+                   "sample_std", "precision")
 
 
 @dataclass
@@ -47,9 +47,6 @@ class VAEConfig:
     conv_strides: tuple[int, ...] = (1, 2, 2, 1)
     dense_units: int = 128
     bn_momentum: float = 0.9  # authors: 0.99 (Keras default), for long runs; short runs need the statistics to catch up
-    # BatchNorm in inference mode while training (statistics and scale kept): for fine-tuning saved weights,
-    # whose batch statistics on new data differ from their moving ones (docs/vae.md, "The CelebA-setting default")
-    freeze_bn: bool = False
     logvar_activation: str = "linear"  # authors: "softplus"
     transform_layers: int = 3
     transform_last_activation: str = "linear"  # authors: "relu"
@@ -112,7 +109,7 @@ def _encoder_trunk(cfg: VAEConfig, inputs, prefix: str):
         x = keras.layers.Conv2D(f, 3, strides=s, padding="same", activation="relu", name=f"{prefix}conv{i}",
                                 dtype=cfg.precision)(x)
     x = keras.layers.BatchNormalization(epsilon=1e-3, momentum=cfg.bn_momentum, name=f"{prefix}bn",
-                                        trainable=not cfg.freeze_bn, dtype=cfg.precision)(x)
+                                        dtype=cfg.precision)(x)
     x = keras.layers.Flatten(name=f"{prefix}flatten", dtype=cfg.precision)(x)
     return keras.layers.Dense(cfg.dense_units, activation="relu", name=f"{prefix}dense", dtype=cfg.precision)(x)
 

@@ -69,7 +69,7 @@ class RunConfig:
     strategy: str = "auto"
     images_per_batch: int = 8
     finetune_epochs: int | None = None  # VAE epochs in rounds >= 1; None: half of train.epochs
-    finetune_lr: float | None = None  # VAE learning rate when fine-tuning (rounds >= 1, --init_from); None: a tenth
+    finetune_lr: float | None = None  # VAE learning rate in rounds >= 1; None: a tenth of train.learning_rate
     finetune_data: str = "outputs"  # rounds >= 1 fine-tune on: round r-1's outputs, or all (noisy + every round's outputs)
     cluster_images: int = 2000
     knn: int = 8
@@ -99,10 +99,7 @@ class RunConfig:
         return self.train.epochs if r == 0 else (self.finetune_epochs or max(1, self.train.epochs // 2))
 
     def vae_learning_rate(self, r: int) -> float:
-        """--learning_rate for a VAE trained from scratch; --finetune_lr (default a tenth of it) when the
-        round fine-tunes: rounds >= 1, and round 0 with --init_from."""
-        fine_tuning = r > 0 or self.init_from is not None
-        return (self.finetune_lr or self.train.learning_rate / 10) if fine_tuning else self.train.learning_rate
+        return self.train.learning_rate if r == 0 else (self.finetune_lr or self.train.learning_rate / 10)
 
     def for_data(self, colour: bool) -> "RunConfig":
         """The same run on colour (Y, U, V subspaces) or grey (Y) data."""
@@ -161,12 +158,9 @@ def add_common_flags(parser: argparse.ArgumentParser, defaults: Mapping[str, Any
     m.add_argument("--batch_size", type=int, default=train.batch_size, help="patch pairs per VAE step (global, over all replicas)")
     m.add_argument("--learning_rate", type=float, default=train.learning_rate, help="Adam rate of the VAE")
     m.add_argument("--bn_momentum", type=float, default=vae.bn_momentum, help="BatchNorm momentum of the encoders (authors: 0.99, for long runs)")
-    m.add_argument("--freeze_bn", default="auto", choices=("auto", "yes", "no"),
-                   help="BatchNorm in inference mode while training (auto: yes with --init_from, whose saved statistics "
-                        "training-mode BatchNorm would throw away)")
     m.add_argument("--images_per_batch", type=int, default=run.images_per_batch, help="images split into patches at once")
     m.add_argument("--finetune_epochs", type=int, default=None, help="VAE epochs in rounds >= 1 (default: half of --epoch)")
-    m.add_argument("--finetune_lr", type=float, default=None, help="VAE learning rate when fine-tuning: rounds >= 1, and round 0 with --init_from (default: a tenth of --learning_rate)")
+    m.add_argument("--finetune_lr", type=float, default=None, help="VAE learning rate in rounds >= 1 (default: a tenth of --learning_rate)")
     m.add_argument("--finetune_data", default=run.finetune_data, choices=FINETUNE_DATA,
                    help="what rounds >= 1 fine-tune the VAE on: 'outputs', round r-1's enhanced training images (the "
                         "inputs round r meets at test time), or 'all': the noisy pairs and every earlier round's outputs")
@@ -266,8 +260,6 @@ def build_run_config(args: argparse.Namespace, defaults: Mapping[str, Any], give
 def vae_config(flags: Mapping[str, Any]) -> VAEConfig:
     """The VAE's config from the flags; with --init_from, the saved model's network with the flags'
     training settings, after checking that the flags that shape the network agree with it."""
-    freeze = flags.get("freeze_bn", "auto")
-    flags = {**flags, "freeze_bn": freeze == "yes" or (freeze == "auto" and bool(flags.get("init_from")))}
     vae = config_from_flags(VAEConfig, flags)
     if not flags.get("init_from"):
         return vae
