@@ -255,10 +255,13 @@ def run(args) -> dict:
 def main(argv=None) -> int:
     from utils import quiet_tensorflow_startup, setup_logging
 
-    args = parse_args(argv)
-    quiet_tensorflow_startup(args.verbose)  # TensorFlow is imported lazily, after the flags
-    setup_logging(args.verbose)
-    return run_cli(run, args)
+    def start():  # bad flags, like bad data, are one line and exit 2 (run_cli)
+        args = parse_args(argv)
+        quiet_tensorflow_startup(args.verbose)  # TensorFlow is imported lazily, after the flags
+        setup_logging(args.verbose)
+        return run(args)
+
+    return run_cli(start)
 
 
 if __name__ == "__main__":
