@@ -74,7 +74,7 @@ def test_symmetrised_agent_is_exactly_equivariant():
     clean = _crops(n=2, size=16)
     noisy = _noisy(clean)
     model = _toy_model(clean)  # its clean bank is not symmetric: the plain filter is not equivariant
-    cfg = _cfg()
+    cfg = _cfg(action="knn")  # the pull toward an asymmetric clean bank: the plain filter is clearly not equivariant
     env = LatentFilterEnv(model, cfg)
     agent = SACAgent(env.state_dim, env.action_dim, SACConfig(hidden=(16,), action_low=0.0), seed=0)
     exact = filter_images(noisy, agent, model, cfg, symmetrise=True)
