@@ -64,10 +64,10 @@ def celeba_folders(w: Path, truncate: bool = False) -> None:
 
     write_tfrecords(tiny_images(6, 48, 0), w / "train", prefix="train", images_per_shard=3)
     write_tfrecords(tiny_images(2, 48, 1), w / "test", prefix="validation", images_per_shard=1)
-    if truncate:  # cut the second shard in the middle of a record
-        shard = sorted((w / "train").glob("*.tfrecords"))[1]
+    if truncate:  # cut the second shard in the middle of its last record (its records are of equal
+        shard = sorted((w / "train").glob("*.tfrecords"))[1]  # size, so 2/3 of the bytes is a boundary)
         data = shard.read_bytes()
-        shard.write_bytes(data[: len(data) * 2 // 3])
+        shard.write_bytes(data[: len(data) * 2 // 3 + 40])
 
 
 def sidd_folders(w: Path, test: str) -> None:
