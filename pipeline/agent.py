@@ -53,6 +53,14 @@ def agent_phase(cfg: RunConfig, data: RunData, r: int, latent: LatentModel, stat
     return agent
 
 
+def earlier_decision(cfg: RunConfig, state: RunState, phase: str) -> bool | None:
+    """A do-no-harm check's outcome without running it: True when the checks are off
+    (--agent_check_images 0), the saved decision when `phase` finished before (--resume), else None."""
+    if not cfg.agent_check_images:
+        return True
+    return bool(state.done[phase]["kept"]) if state.finished(phase) else None
+
+
 def check_agent(cfg: RunConfig, data: RunData, r: int, agent: Policy, latent: LatentModel, state: RunState) -> bool:
     """Keep the agent only if it beats the VAE alone on held-out training pairs (never test data).
 
@@ -61,10 +69,9 @@ def check_agent(cfg: RunConfig, data: RunData, r: int, agent: Policy, latent: La
     time (`--symmetrise` included).
     """
     phase = f"round{r}/agent_check"
-    if not cfg.agent_check_images:
-        return True
-    if state.finished(phase):
-        return bool(state.done[phase]["kept"])
+    decided = earlier_decision(cfg, state, phase)
+    if decided is not None:
+        return decided
     pairs = agent_pairs(cfg, data, r, skip=cfg.agent_images, take=cfg.agent_check_images)
     if pairs is None:
         LOG.warning("round %d: no training pairs left after the agent's %d to check it on; keeping the agent",

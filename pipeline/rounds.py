@@ -30,7 +30,7 @@ from models.clusters import ClusterIndex, latent_stream_from_patches
 from models.io import load_clusters, load_model, save_model
 from models.training import train_vae
 from models.vae import RSEVAE, build_vae
-from pipeline.agent import agent_phase, check_agent
+from pipeline.agent import agent_phase, check_agent, earlier_decision
 from pipeline.config import RunConfig
 from pipeline.state import RunState
 from pipeline.streams import (RunData, agent_pairs, clean_patch_batches, enhanced_dir, round_input_pairs,
@@ -95,10 +95,9 @@ def check_round(cfg: RunConfig, data: RunData, r: int, models: RoundModels, stat
     data it did not train on. The decision is stored in state.json and reused by --resume.
     """
     phase = f"round{r}/round_check"
-    if not cfg.agent_check_images:
-        return True
-    if state.finished(phase):
-        return bool(state.done[phase]["kept"])
+    decided = earlier_decision(cfg, state, phase)
+    if decided is not None:
+        return decided
     pairs = agent_pairs(cfg, data, r, skip=cfg.agent_images, take=cfg.agent_check_images)
     if pairs is None:
         LOG.warning("round %d: no held-out training pairs to check the round on; keeping it", r)

@@ -173,7 +173,7 @@ class SACAgent:
     def fit_state_normaliser(self, states: np.ndarray, min_std: float = 1e-6) -> None:
         """Standardise every state feature by its mean and std over `states` (fixed from then on).
 
-        The state mixes latents, seam disagreements (~1e-4), distances and one-hots; without a
+        The state mixes latents, distances to clean neighbours, noise estimates and one-hots; without a
         common scale the first layer sees mostly the largest features. Fitted once on the
         training images' first states; kept by `save` and copied by a warm start. A feature
         that does not vary in `states` (the step one-hot of a first step) is only centred:
