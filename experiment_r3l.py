@@ -64,7 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="before PPO, clone the residual toward the clean crop (oracle) or toward DnCNN's "
                         "estimate (dncnn, needs --init_dncnn); R3N gets the same start")
     p.add_argument("--warm_start_episodes", type=int, default=200)
-    p.add_argument("--warm_start_lr", type=float, default=1e-3, help="Adam learning rate of the warm start")
+    p.add_argument("--warm_start_lr", type=float, default=1e-3,
+                   help="Adam learning rate of R3L's warm start (R3N's MSE warm start runs at --lr)")
+    p.add_argument("--warm_start_decay", action="store_true",
+                   help="decay the warm start's rate to 0 over --warm_start_episodes (polynomial, power 0.9) "
+                        "instead of keeping it constant")
     p.add_argument("--init_dncnn", default=None,
                    help="DnCNN MatConvNet .mat: initialises the dilated layers (as the authors) and is the "
                         "teacher of --warm_start dncnn")
@@ -121,7 +125,8 @@ def run_config(args) -> R3LRunConfig:
 
     ppo = PPOConfig(clip=args.clip, gamma=args.gamma, gae_lambda=args.gae_lambda, update_passes=args.update_passes,
                     minibatches=args.minibatches, learning_rate=args.lr, total_episodes=max(1, args.episodes),
-                    entropy_coef=args.entropy_coef, clone_learning_rate=args.warm_start_lr)
+                    entropy_coef=args.entropy_coef, clone_learning_rate=args.warm_start_lr,
+                    clone_decay_episodes=args.warm_start_episodes if args.warm_start_decay else 0)
     return R3LRunConfig(
         method=args.method, sigma=args.sigma, episodes=args.episodes, warm_start=args.warm_start,
         warm_start_episodes=args.warm_start_episodes, init_dncnn=args.init_dncnn, batch_size=args.batch_size,

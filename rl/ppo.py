@@ -74,13 +74,22 @@ class PPOConfig:
     entropy_coef: float = 0.0
     huber_delta: float = 1.0  # value loss: smooth L1, as the authors
     normalize_advantages: bool = False
-    clone_learning_rate: float = 1e-3  # warm start (constant; its own Adam)
+    clone_learning_rate: float = 1e-3  # warm start (its own Adam)
+    clone_decay_episodes: int = 0  # 0: constant warm-start rate; N: polynomial decay (lr_power) to 0 over N clone episodes
     action_rule: str = "mean"  # deterministic policy: "mean" (nearest the mean action) or "argmax"
     clone_mean_coef: float = 30.0  # warm start: weight of the squared error of the mean action index (/ A//2)
 
     def __post_init__(self):
         if self.action_rule not in ACTION_RULES:
             raise ValueError(f"--action_rule: {self.action_rule!r} is not one of {', '.join(ACTION_RULES)}")
+
+
+def warm_start_schedule(learning_rate: float, decay_steps: int, power: float = 0.9):
+    """The warm start's rate: constant (decay_steps 0), or decaying to 0 over `decay_steps` updates,
+    so that the cloned policy settles instead of ending wherever a constant rate left it."""
+    if decay_steps <= 0:
+        return learning_rate
+    return tf.keras.optimizers.schedules.PolynomialDecay(learning_rate, decay_steps, 0.0, power=power)
 
 
 class Rollout(NamedTuple):
@@ -205,7 +214,8 @@ class PPO:
             schedule = tf.keras.optimizers.schedules.PolynomialDecay(
                 config.learning_rate, decay_steps, end_learning_rate=0.0, power=config.lr_power)
             self.optimizer = tf.keras.optimizers.Adam(schedule)
-            self.clone_optimizer = tf.keras.optimizers.Adam(config.clone_learning_rate)
+            self.clone_optimizer = tf.keras.optimizers.Adam(
+                warm_start_schedule(config.clone_learning_rate, config.clone_decay_episodes, config.lr_power))
             self.optimizer.build(network.trainable_variables)
             self.clone_optimizer.build(network.trainable_variables)
         self.rng = tf.random.Generator.from_seed(seed)

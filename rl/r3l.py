@@ -125,13 +125,17 @@ def make_denoiser(net, method: str, steps: int, channels: int = 1, rule: str = "
 class R3NTrainer:
     """MSE training of R3N (`step`), with its own optimizer for the warm start (`warm_step`)."""
 
-    def __init__(self, net, learning_rate: float, total_steps: int, strategy: tf.distribute.Strategy):
+    def __init__(self, net, learning_rate: float, total_steps: int, strategy: tf.distribute.Strategy,
+                 warm_decay_steps: int = 0):
+        """The warm start's MSE steps run at `learning_rate` (--lr), like the MSE training after it."""
+        from rl.ppo import warm_start_schedule
+
         self.net = net
         self.strategy = strategy
         with strategy.scope():
             schedule = tf.keras.optimizers.schedules.PolynomialDecay(learning_rate, max(1, total_steps), 0.0, power=0.9)
             self.optimizer = tf.keras.optimizers.Adam(schedule)
-            self.warm_optimizer = tf.keras.optimizers.Adam(learning_rate)
+            self.warm_optimizer = tf.keras.optimizers.Adam(warm_start_schedule(learning_rate, warm_decay_steps))
             self.optimizer.build(net.trainable_variables)
             self.warm_optimizer.build(net.trainable_variables)
         self._steps = {warm: self._compile(self.warm_optimizer if warm else self.optimizer) for warm in (False, True)}
@@ -201,7 +205,8 @@ class R3LRun:
             extra = {"optimizer": self.ppo.optimizer, "clone_optimizer": self.ppo.clone_optimizer, "rng": self.ppo.rng}
         else:
             self.ppo = None
-            self.r3n = R3NTrainer(self.net, cfg.ppo.learning_rate, cfg.episodes, self.strategy)
+            self.r3n = R3NTrainer(self.net, cfg.ppo.learning_rate, cfg.episodes, self.strategy,
+                                  cfg.ppo.clone_decay_episodes)
             extra = {"optimizer": self.r3n.optimizer, "clone_optimizer": self.r3n.warm_optimizer}
         self.checkpoint = network_checkpoint(self.net, episode=self.episode, **extra)
         self.warm_weights: list[np.ndarray] | None = None

@@ -140,6 +140,24 @@ def test_short_cloning_warm_start_moves_the_policy_toward_its_target():
     assert np.mean((out - clean) ** 2) < 0.5 * np.mean((noisy - clean) ** 2)
 
 
+def test_decaying_warm_start_rate_stops_moving_the_weights_after_its_episodes():
+    """clone_decay_episodes N: the rate reaches 0 after N clone updates; a constant rate keeps moving."""
+    rng = np.random.default_rng(0)
+    clean = rng.uniform(0.2, 0.8, (4, 10, 10, 1)).astype(np.float32)
+    noisy = (clean + rng.normal(0, 0.05, clean.shape)).astype(np.float32)
+
+    def change_in_fourth_episode(decay: int) -> float:
+        ppo = _ppo(steps=2, clone_learning_rate=3e-3, clone_decay_episodes=decay)
+        for _ in range(3):
+            ppo.clone_episode(noisy, clean, clean)
+        before = [w.numpy() for w in ppo.network.trainable_weights]
+        ppo.clone_episode(noisy, clean, clean)
+        return max(float(np.max(np.abs(w.numpy() - b))) for w, b in zip(ppo.network.trainable_weights, before))
+
+    assert change_in_fourth_episode(3) == 0.0
+    assert change_in_fourth_episode(0) > 1e-6
+
+
 def _psnr(a, b):
     return 10 * np.log10(1.0 / np.mean((a - b) ** 2))
 
