@@ -54,7 +54,7 @@ def expert_output(env, noisy: np.ndarray, target: np.ndarray) -> np.ndarray:
 def run(args: argparse.Namespace) -> list[dict]:
     from tqdm import tqdm
 
-    from data.folders import list_images, load_folder
+    from data.folders import load_folder
     from data.images import to_uint8
     from data.noise import add_noise, parse_noise
     from evaluation import format_table, psnr
@@ -66,7 +66,6 @@ def run(args: argparse.Namespace) -> list[dict]:
     if not Path(args.init_dncnn).is_file():
         raise DataError(f"--init_dncnn {args.init_dncnn}: no such file")
     images = load_folder(args.test_dir, colour=False)[:args.limit]
-    names = [p.stem for p in list_images(args.test_dir)][:args.limit]
     teacher = dncnn_denoiser(args.init_dncnn)
     env = ResidualRecoveryEnv(max_residual=13, steps=6)
     run_table = {}
