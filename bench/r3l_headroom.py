@@ -102,4 +102,4 @@ def run(args: argparse.Namespace) -> list[dict]:
 
 
 if __name__ == "__main__":
-    run_cli(lambda: run(parse_args()))
+    sys.exit(run_cli(lambda: run(parse_args())))
