@@ -43,6 +43,9 @@ class TrainConfig:
     seed: int = 0
     keep_checkpoints: int = 3
     progress: bool = True
+    # After training, BatchNorm's moving statistics are replaced by their mean over this many
+    # batches (0: keep the moving averages, as the authors). See recalibrate_batch_norm.
+    bn_recalibration_batches: int = 200
 
 
 def patch_pair_dataset(dataset: tf.data.Dataset, block: int, overlap: int, channels: int = 3) -> tf.data.Dataset:
@@ -193,8 +196,58 @@ def train_vae(
         epoch_var.assign(epoch)
         manager.save(checkpoint_number=epoch)
         tqdm.write(f"VAE epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in means.items()))
+    # Its own stream with a fixed order: a resumed run recalibrates exactly as the uninterrupted one.
+    calibration = patch_pair_dataset(dataset, vcfg.block_size, cfg.overlap, vcfg.num_subspaces).shuffle(
+        cfg.shuffle_buffer, seed=cfg.seed + 1, reshuffle_each_iteration=False).batch(cfg.batch_size, drop_remainder=True)
+    recalibrate_batch_norm(model, calibration, cfg.bn_recalibration_batches)
     atomic_write_json(out_dir / "history.json", {"config": asdict(cfg), "history": history})
     return history
+
+
+def batch_norm_layers(model: RSEVAE) -> list[tuple[keras.Model, keras.layers.Layer]]:
+    """(encoder, its BatchNormalization layer) for every encoder: the VAE's only BatchNorm."""
+    return [(enc, layer) for enc in model.encoders for layer in enc.layers
+            if isinstance(layer, keras.layers.BatchNormalization)]
+
+
+def recalibrate_batch_norm(model: RSEVAE, patches: tf.data.Dataset, max_batches: int) -> int:
+    """Set each encoder BatchNorm's moving mean and variance to the mean of its batch statistics
+    over up to `max_batches` (noisy, clean) patch batches; returns the batches used.
+
+    Why: inference normalises with the moving averages, and with momentum 0.9 those remember
+    only the last dozen batches of the last epoch. When the image stream is ordered (crops of
+    one photo in a row, as the embedded sample), those batches come from the last few photos,
+    and the whole test set is then normalised with one photo's colour: the SIDD default's VAE
+    turned grey into magenta this way (docs/vae.md). Averaging the batch statistics over many
+    shuffled batches ("precise BatchNorm") gives the statistics training normalised with.
+    The encoder sees noisy and clean patches in one batch, as in `losses_per_patch`.
+    """
+    layers = batch_norm_layers(model)
+    if max_batches <= 0 or not layers:
+        return 0
+    features = [keras.Model(enc.inputs, bn.input) for enc, bn in layers]
+    shared = model.cfg.shared_encoder
+
+    @tf.function(autograph=False)  # a static loop over the encoders: nothing to convert
+    def batch_moments(noisy, clean):
+        both = tf.concat([noisy, clean], axis=0)
+        out = []
+        for s, feature in enumerate(features):
+            x = tf.cast(feature(both if shared else both[..., s:s + 1], training=False), tf.float32)
+            out.append(tf.nn.moments(x, axes=[0, 1, 2]))
+        return out
+
+    sums = None
+    used = 0
+    for noisy, clean in patches.take(max_batches):
+        moments = batch_moments(noisy, clean)
+        sums = moments if sums is None else [(m0 + m1, v0 + v1) for (m0, v0), (m1, v1) in zip(sums, moments)]
+        used += 1
+    if used:
+        for (_, bn), (mean_sum, var_sum) in zip(layers, sums):
+            bn.moving_mean.assign(tf.cast(mean_sum / used, bn.moving_mean.dtype))
+            bn.moving_variance.assign(tf.cast(var_sum / used, bn.moving_variance.dtype))
+    return used
 
 
 def evaluate_patches(model: RSEVAE, noisy, clean, symmetrise: bool = False, batch_size: int = 4096) -> dict:

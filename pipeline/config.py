@@ -48,6 +48,7 @@ AT_LEAST = {  # flag -> smallest valid value (None values mean "the default" and
     "agent_images": 1, "images_per_episode": 1, "updates_per_step": 1, "epoch": 1, "finetune_epochs": 1,
     "cluster_images": 1, "cluster_cap": 1, "file_batch": 1, "agent_episodes": 1, "enhance_images": 1,
     "max_train_images": 1, "max_test_images": 1, "recursions": 0, "agent_check_images": 0,
+    "bn_recalibration_batches": 0,
 }
 
 
@@ -158,6 +159,9 @@ def add_common_flags(parser: argparse.ArgumentParser, defaults: Mapping[str, Any
     m.add_argument("--batch_size", type=int, default=train.batch_size, help="patch pairs per VAE step (global, over all replicas)")
     m.add_argument("--learning_rate", type=float, default=train.learning_rate, help="Adam rate of the VAE")
     m.add_argument("--bn_momentum", type=float, default=vae.bn_momentum, help="BatchNorm momentum of the encoders (authors: 0.99, for long runs)")
+    m.add_argument("--bn_recalibration_batches", type=int, default=train.bn_recalibration_batches,
+                   help="after the VAE's epochs, set BatchNorm's statistics to their mean over this many batches "
+                        "(0: keep the moving averages, as the authors; docs/vae.md)")
     m.add_argument("--images_per_batch", type=int, default=run.images_per_batch, help="images split into patches at once")
     m.add_argument("--finetune_epochs", type=int, default=None, help="VAE epochs in rounds >= 1 (default: half of --epoch)")
     m.add_argument("--finetune_lr", type=float, default=None, help="VAE learning rate in rounds >= 1 (default: a tenth of --learning_rate)")

@@ -179,3 +179,30 @@ def test_equivariance_term_on_a_subset_is_the_full_terms_rows_rescaled():
     eq_part = part.losses_per_patch(x, x, g_index=g, training=False)["eq"].numpy()
     np.testing.assert_allclose(eq_part[:2], 4 * eq_full[:2], rtol=1e-4)
     assert not eq_part[2:].any() and eq_full[2:].all()
+
+
+def test_batch_norm_recalibration_sets_the_mean_of_the_batch_statistics():
+    """Independent check: the encoder features up to BatchNorm, their moments per batch in numpy, averaged."""
+    from models.training import batch_norm_layers, recalibrate_batch_norm
+
+    tf.random.set_seed(0)
+    noisy, clean = _images(size=48)
+    model = build_vae(VAEConfig(**GREY))
+    pn, pc = split_patches(_grey(noisy), 16, 4)[0], split_patches(_grey(clean), 16, 4)[0]
+    batches = tf.data.Dataset.from_tensor_slices((pn, pc)).batch(8, drop_remainder=True)
+    (encoder, bn), = batch_norm_layers(model)
+    features = tf.keras.Model(encoder.inputs, bn.input)
+    means, variances = [], []
+    for n, c in list(batches.as_numpy_iterator())[:3]:
+        x = features(np.concatenate([n, c]), training=False).numpy()
+        means.append(x.mean(axis=(0, 1, 2)))
+        variances.append(x.var(axis=(0, 1, 2)))
+    assert recalibrate_batch_norm(model, batches, max_batches=3) == 3
+    np.testing.assert_allclose(bn.moving_mean.numpy(), np.mean(means, axis=0), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), np.mean(variances, axis=0), rtol=1e-4, atol=1e-7)
+    assert np.ptp(np.mean(means, axis=0)) > 0  # the features are not trivially constant
+
+    before = bn.moving_mean.numpy().copy()
+    assert recalibrate_batch_norm(model, batches, max_batches=0) == 0  # off: untouched
+    np.testing.assert_array_equal(bn.moving_mean.numpy(), before)
+
