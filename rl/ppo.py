@@ -84,9 +84,10 @@ class PPOConfig:
             raise ValueError(f"--action_rule: {self.action_rule!r} is not one of {', '.join(ACTION_RULES)}")
 
 
-def warm_start_schedule(learning_rate: float, decay_steps: int, power: float = 0.9):
-    """The warm start's rate: constant (decay_steps 0), or decaying to 0 over `decay_steps` updates,
-    so that the cloned policy settles instead of ending wherever a constant rate left it."""
+def decaying_rate(learning_rate: float, decay_steps: int, power: float = 0.9):
+    """Adam's rate: constant (decay_steps 0), or decaying polynomially to 0 over `decay_steps`
+    updates (the authors' schedule for PPO and R3N; for the warm start, so that the cloned
+    policy settles instead of ending wherever a constant rate left it)."""
     if decay_steps <= 0:
         return learning_rate
     return tf.keras.optimizers.schedules.PolynomialDecay(learning_rate, decay_steps, 0.0, power=power)
@@ -211,11 +212,9 @@ class PPO:
         self.strategy = strategy or tf.distribute.get_strategy()
         decay_steps = max(1, config.total_episodes * config.update_passes * config.minibatches)
         with self.strategy.scope():
-            schedule = tf.keras.optimizers.schedules.PolynomialDecay(
-                config.learning_rate, decay_steps, end_learning_rate=0.0, power=config.lr_power)
-            self.optimizer = tf.keras.optimizers.Adam(schedule)
+            self.optimizer = tf.keras.optimizers.Adam(decaying_rate(config.learning_rate, decay_steps, config.lr_power))
             self.clone_optimizer = tf.keras.optimizers.Adam(
-                warm_start_schedule(config.clone_learning_rate, config.clone_decay_episodes, config.lr_power))
+                decaying_rate(config.clone_learning_rate, config.clone_decay_episodes, config.lr_power))
             self.optimizer.build(network.trainable_variables)
             self.clone_optimizer.build(network.trainable_variables)
         self.rng = tf.random.Generator.from_seed(seed)

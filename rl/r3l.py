@@ -128,14 +128,13 @@ class R3NTrainer:
     def __init__(self, net, learning_rate: float, total_steps: int, strategy: tf.distribute.Strategy,
                  warm_decay_steps: int = 0):
         """The warm start's MSE steps run at `learning_rate` (--lr), like the MSE training after it."""
-        from rl.ppo import warm_start_schedule
+        from rl.ppo import decaying_rate
 
         self.net = net
         self.strategy = strategy
         with strategy.scope():
-            schedule = tf.keras.optimizers.schedules.PolynomialDecay(learning_rate, max(1, total_steps), 0.0, power=0.9)
-            self.optimizer = tf.keras.optimizers.Adam(schedule)
-            self.warm_optimizer = tf.keras.optimizers.Adam(warm_start_schedule(learning_rate, warm_decay_steps))
+            self.optimizer = tf.keras.optimizers.Adam(decaying_rate(learning_rate, max(1, total_steps)))
+            self.warm_optimizer = tf.keras.optimizers.Adam(decaying_rate(learning_rate, warm_decay_steps))
             self.optimizer.build(net.trainable_variables)
             self.warm_optimizer.build(net.trainable_variables)
         self._steps = {warm: self._compile(self.warm_optimizer if warm else self.optimizer) for warm in (False, True)}
