@@ -225,7 +225,7 @@ def recalibrate_batch_norm(model: RSEVAE, patches: tf.data.Dataset, max_batches:
     layers = batch_norm_layers(model)
     if max_batches <= 0 or not layers:
         return 0
-    features = [keras.Model(enc.inputs, bn.input) for enc, bn in layers]
+    features = [keras.Model(enc.input, bn.input) for enc, bn in layers]
     shared = model.cfg.shared_encoder
 
     @tf.function(autograph=False)  # a static loop over the encoders: nothing to convert

@@ -191,7 +191,7 @@ def test_batch_norm_recalibration_sets_the_mean_of_the_batch_statistics():
     pn, pc = split_patches(_grey(noisy), 16, 4)[0], split_patches(_grey(clean), 16, 4)[0]
     batches = tf.data.Dataset.from_tensor_slices((pn, pc)).batch(8, drop_remainder=True)
     (encoder, bn), = batch_norm_layers(model)
-    features = tf.keras.Model(encoder.inputs, bn.input)
+    features = tf.keras.Model(encoder.input, bn.input)
     means, variances = [], []
     for n, c in list(batches.as_numpy_iterator())[:3]:
         x = features(np.concatenate([n, c]), training=False).numpy()
