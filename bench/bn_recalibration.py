@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> None:
     from data.pairs import tfrecord_test_set, tfrecord_train_pairs
     from evaluation import psnr
     from models.io import load_model
-    from models.training import patch_pair_dataset, recalibrate_batch_norm
+    from models.training import TrainConfig, calibration_stream, recalibrate_batch_norm
     from models.vae import denoise_image
 
     noise = parse_noise(args.noise, args.noise_level)
@@ -57,9 +57,8 @@ def run(args: argparse.Namespace) -> None:
 
     noisy = float(np.mean([psnr(p.clean, p.noisy) for p in tests]))
     before = score()
-    stream = patch_pair_dataset(tfrecord_train_pairs(args.train_dir, noise, args.seed, shuffle_buffer=0).batch(8),
-                                model.cfg.block_size, 4, model.cfg.num_subspaces)
-    stream = stream.shuffle(20000, seed=args.seed + 1).batch(args.batch_size, drop_remainder=True)
+    images = tfrecord_train_pairs(args.train_dir, noise, args.seed, shuffle_buffer=0).batch(8)
+    stream = calibration_stream(images, model, TrainConfig(seed=args.seed, batch_size=args.batch_size))
     used = recalibrate_batch_norm(model, stream, args.batches)
     print(f"{args.model_dir} on {len(tests)} test images ({noise.describe()}): noisy {noisy:.2f} dB, "
           f"VAE with its moving averages {before:.2f} dB, recalibrated over {used} batches {score():.2f} dB")

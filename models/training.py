@@ -196,10 +196,7 @@ def train_vae(
         epoch_var.assign(epoch)
         manager.save(checkpoint_number=epoch)
         tqdm.write(f"VAE epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in means.items()))
-    # Its own stream with a fixed order: a resumed run recalibrates exactly as the uninterrupted one.
-    calibration = patch_pair_dataset(dataset, vcfg.block_size, cfg.overlap, vcfg.num_subspaces).shuffle(
-        cfg.shuffle_buffer, seed=cfg.seed + 1, reshuffle_each_iteration=False).batch(cfg.batch_size, drop_remainder=True)
-    recalibrate_batch_norm(model, calibration, cfg.bn_recalibration_batches)
+    recalibrate_batch_norm(model, calibration_stream(dataset, model, cfg), cfg.bn_recalibration_batches)
     atomic_write_json(out_dir / "history.json", {"config": asdict(cfg), "history": history})
     return history
 
@@ -208,6 +205,14 @@ def batch_norm_layers(model: RSEVAE) -> list[tuple[keras.Model, keras.layers.Lay
     """(encoder, its BatchNormalization layer) for every encoder: the VAE's only BatchNorm."""
     return [(enc, layer) for enc in model.encoders for layer in enc.layers
             if isinstance(layer, keras.layers.BatchNormalization)]
+
+
+def calibration_stream(dataset: tf.data.Dataset, model: RSEVAE, cfg: TrainConfig) -> tf.data.Dataset:
+    """The (noisy, clean) patch batches `train_vae` recalibrates BatchNorm over: shuffled like
+    training, but in a fixed order, so a resumed run recalibrates exactly as the uninterrupted one."""
+    patches = patch_pair_dataset(dataset, model.cfg.block_size, cfg.overlap, model.cfg.num_subspaces)
+    return patches.shuffle(cfg.shuffle_buffer, seed=cfg.seed + 1, reshuffle_each_iteration=False).batch(
+        cfg.batch_size, drop_remainder=True)
 
 
 def recalibrate_batch_norm(model: RSEVAE, patches: tf.data.Dataset, max_batches: int) -> int:

@@ -206,3 +206,22 @@ def test_batch_norm_recalibration_sets_the_mean_of_the_batch_statistics():
     assert recalibrate_batch_norm(model, batches, max_batches=0) == 0  # off: untouched
     np.testing.assert_array_equal(bn.moving_mean.numpy(), before)
 
+
+def test_training_ends_with_the_recalibrated_statistics(tmp_path):
+    """train_vae's BatchNorm statistics are the recalibration's over its calibration stream; with 0 batches
+    they stay the moving averages, which differ."""
+    from models.training import batch_norm_layers, calibration_stream, recalibrate_batch_norm
+
+    noisy, clean = _images(size=48)
+    data = _dataset(noisy, clean)
+    stats = {}
+    for batches in (0, 200):
+        tf.keras.utils.set_random_seed(0)
+        model = build_vae(VAEConfig(**GREY))
+        cfg = TrainConfig(epochs=1, batch_size=16, steps_per_epoch=3, progress=False, bn_recalibration_batches=batches)
+        train_vae(model, data, cfg, tmp_path / str(batches))
+        (_, bn), = batch_norm_layers(model)
+        stats[batches] = bn.moving_mean.numpy().copy()
+    assert recalibrate_batch_norm(model, calibration_stream(data, model, cfg), 200) > 0
+    np.testing.assert_allclose(bn.moving_mean.numpy(), stats[200], rtol=1e-5, atol=1e-7)
+    assert not np.allclose(stats[0], stats[200], rtol=1e-3, atol=1e-5)
