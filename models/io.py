@@ -166,9 +166,10 @@ def _copy_in_order(target, values: list[np.ndarray], source: Path) -> None:
 
 def authors_config(latent_dim: int) -> VAEConfig:
     """The VAEConfig of the authors' release: our sizes with their softplus log-variance head,
-    ReLU at the end of T and 3 decoder output channels (channel 0 is the patch)."""
+    ReLU at the end of T, 3 decoder output channels (channel 0 is the patch) and BatchNorm frozen
+    at its stored statistics (mean 0, variance 1: their training never updated them)."""
     return VAEConfig(latent_dim=latent_dim, logvar_activation="softplus", transform_last_activation="relu",
-                     decoder_out_channels=3)
+                     decoder_out_channels=3, freeze_batch_norm=True)
 
 
 def import_authors_weights(weights_dir: str | os.PathLike) -> RSEVAE:

@@ -226,8 +226,12 @@ def recalibrate_batch_norm(model: RSEVAE, patches: tf.data.Dataset, max_batches:
     turned grey into magenta this way (docs/vae.md). Averaging the batch statistics over many
     shuffled batches ("precise BatchNorm") gives the statistics training normalised with.
     The encoder sees noisy and clean patches in one batch, as in `losses_per_patch`.
+    A frozen BatchNorm (`trainable=False`: Keras runs it in inference mode, so training never
+    normalised with batch statistics) keeps its statistics: the authors' released VAEs carry
+    moving mean 0 and variance 1 and were trained to work with them, and recalibrating those
+    costs 20 dB (docs/vae.md, "Released weights, fine-tuning").
     """
-    layers = batch_norm_layers(model)
+    layers = [(enc, bn) for enc, bn in batch_norm_layers(model) if bn.trainable]
     if max_batches <= 0 or not layers:
         return 0
     features = [keras.Model(enc.input, bn.input) for enc, bn in layers]

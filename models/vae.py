@@ -47,6 +47,10 @@ class VAEConfig:
     conv_strides: tuple[int, ...] = (1, 2, 2, 1)
     dense_units: int = 128
     bn_momentum: float = 0.9  # authors: 0.99 (Keras default), for long runs; short runs need the statistics to catch up
+    # BatchNorm always in inference mode with its stored statistics (and its scale and offset not
+    # trained): how the authors' released VAEs were trained (their moving statistics are still the
+    # initial 0 and 1), so fine-tuning them keeps the function they learned (docs/vae.md).
+    freeze_batch_norm: bool = False
     logvar_activation: str = "linear"  # authors: "softplus"
     transform_layers: int = 3
     transform_last_activation: str = "linear"  # authors: "relu"
@@ -108,8 +112,10 @@ def _encoder_trunk(cfg: VAEConfig, inputs, prefix: str):
     for i, (f, s) in enumerate(zip(cfg.conv_filters, cfg.conv_strides)):
         x = keras.layers.Conv2D(f, 3, strides=s, padding="same", activation="relu", name=f"{prefix}conv{i}",
                                 dtype=cfg.precision)(x)
-    x = keras.layers.BatchNormalization(epsilon=1e-3, momentum=cfg.bn_momentum, name=f"{prefix}bn",
-                                        dtype=cfg.precision)(x)
+    bn = keras.layers.BatchNormalization(epsilon=1e-3, momentum=cfg.bn_momentum, name=f"{prefix}bn",
+                                         dtype=cfg.precision)
+    bn.trainable = not cfg.freeze_batch_norm  # Keras 3: a non-trainable BatchNorm runs in inference mode
+    x = bn(x)
     x = keras.layers.Flatten(name=f"{prefix}flatten", dtype=cfg.precision)(x)
     return keras.layers.Dense(cfg.dense_units, activation="relu", name=f"{prefix}dense", dtype=cfg.precision)(x)
 

@@ -225,3 +225,25 @@ def test_training_ends_with_the_recalibrated_statistics(tmp_path):
     assert recalibrate_batch_norm(model, calibration_stream(data, model, cfg), 200) > 0
     np.testing.assert_allclose(bn.moving_mean.numpy(), stats[200], rtol=1e-5, atol=1e-7)
     assert not np.allclose(stats[0], stats[200], rtol=1e-3, atol=1e-5)
+
+
+def test_frozen_batch_norm_keeps_its_statistics_through_training_and_recalibration(tmp_path):
+    """freeze_batch_norm (the authors' released VAEs): training normalises with the stored statistics
+    (the training-mode encoder equals the inference one), they and BatchNorm's scale stay as they were,
+    and the end-of-training recalibration leaves them alone, while the other weights learn."""
+    from models.training import batch_norm_layers
+
+    noisy, clean = _images(size=48)
+    tf.keras.utils.set_random_seed(0)
+    model = build_vae(VAEConfig(freeze_batch_norm=True, **GREY))
+    patches = split_patches(_grey(noisy), 16, 4)[0][:8]
+    encoder, bn = batch_norm_layers(model)[0]
+    np.testing.assert_allclose(encoder(patches, training=True)[0], encoder(patches, training=False)[0], atol=1e-6)
+    frozen = [w.numpy().copy() for w in bn.weights]
+    dense = encoder.get_layer(f"{encoder.name}_dense")
+    dense_before = dense.kernel.numpy().copy()
+    train_vae(model, _dataset(noisy, clean), TrainConfig(epochs=1, batch_size=16, steps_per_epoch=3, progress=False),
+              tmp_path)
+    for before, after in zip(frozen, bn.weights):
+        np.testing.assert_array_equal(after.numpy(), before)
+    assert not np.allclose(dense.kernel.numpy(), dense_before)
