@@ -172,6 +172,9 @@ def add_common_flags(parser: argparse.ArgumentParser, defaults: Mapping[str, Any
     m.add_argument("--lambda_kl", type=float, default=vae.lambda_kl)
     m.add_argument("--lambda_latent", type=float, default=vae.lambda_latent)
     m.add_argument("--lambda_eq", type=float, default=vae.lambda_eq, help="weight of the D4 equivariance loss")
+    m.add_argument("--sample_std", type=float, default=vae.sample_std,
+                   help="std of the latent samples decoded in training (0: decode the means; for fine-tuning "
+                        "the authors' weights, whose log-variance head gives variances >= 1, see docs/vae.md)")
     m.add_argument("--eq_fraction", type=float, default=vae.eq_fraction,
                    help="share of each batch the D4 loss is computed on (1: all; less is faster, see docs/vae.md)")
     m.add_argument("--symmetrise", action="store_true",
