@@ -4,10 +4,18 @@ Scores the shipped authors' VAEs alone on the sample's three test crops (gaussia
 CelebA-setting default's test set and noise), then, for each variant, fine-tunes a copy with the
 project's training loss on the sample's training crops and scores it again. A variant is a
 comma-separated list of key=value: lr (Adam rate, default 2e-4), ep (epochs, default 1),
-freeze (1: BatchNorm layers non-trainable, i.e. in inference mode, keeping the released
-statistics), and any VAEConfig training field (sample_std, lambda_latent, bn_momentum, ...).
+freeze (VAEConfig.freeze_batch_norm; default: the released config's, 1: BatchNorm in inference
+mode at the released statistics, as the authors trained; 0: training-mode BatchNorm), and any
+VAEConfig training field (sample_std, lambda_latent, bn_momentum, ...).
 
     python bench/vae_finetune.py "lr=2e-5" "lr=2e-4,sample_std=0" "lr=2e-4,sample_std=0,freeze=1"
+
+On the paper's domain instead: `--train_dir` a folder of CelebA-schema TFRecords (e.g. the
+faces_tfrecords that `bench/quality.py --tasks faces` writes) and `--test_faces` a folder of
+faces, noised with the shared README's protocol (seed i for the i-th face, as bench/quality.py):
+
+    python bench/vae_finetune.py --train_dir runs/quality_faces/faces_var0.02_scratch/faces_tfrecords \
+        --test_faces ../shared/data/celeba_hq/val "lr=2e-4,sample_std=0,freeze=1,ep=3"
 """
 from __future__ import annotations
 
@@ -22,7 +30,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
@@ -40,39 +47,43 @@ from utils import set_seeds  # noqa: E402
 
 def parse_variant(spec: str) -> tuple[float, int, bool, dict]:
     fields = dict(item.split("=", 1) for item in spec.split(",") if item)
-    lr, epochs, freeze = float(fields.pop("lr", 2e-4)), int(fields.pop("ep", 1)), fields.pop("freeze", "0") == "1"
+    lr, epochs = float(fields.pop("lr", 2e-4)), int(fields.pop("ep", 1))
+    overrides = {"freeze_batch_norm": fields.pop("freeze") == "1"} if "freeze" in fields else {}
     unknown = set(fields) - set(TRAINING_FIELDS)
     if unknown:
         raise ConfigError(f"variant {spec!r}: unknown keys {sorted(unknown)} (lr, ep, freeze, {', '.join(TRAINING_FIELDS)})")
-    return lr, epochs, freeze, {k: float(v) for k, v in fields.items()}
+    return lr, epochs, {**overrides, **{k: float(v) for k, v in fields.items()}}
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("variants", nargs="*", default=["lr=2e-4"])
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train_dir", default=None, help="TFRecord folder to fine-tune on (default: the embedded sample's)")
+    p.add_argument("--test_faces", default=None, help="folder of faces to score on (default: the sample's test crops)")
     args = p.parse_args(argv)
     variants = [(spec, *parse_variant(spec)) for spec in args.variants]
 
-    paths, noise = ensure_sample(), parse_noise("gaussian_var", 0.02)
-    test = tfrecord_test_set(paths.test_dir, noise, args.seed)
+    noise = parse_noise("gaussian_var", 0.02)
+    paths = ensure_sample() if args.train_dir is None or args.test_faces is None else None
+    train_dir = args.train_dir or paths.train_dir
+    if args.test_faces:
+        from bench.quality import faces_test_set
+        test = faces_test_set(args.test_faces, noise)
+    else:
+        test = tfrecord_test_set(paths.test_dir, noise, args.seed)
 
     def score(model) -> float:
         return float(np.mean([psnr(pair.clean, to_uint8(denoise_image(model, pair.noisy))) for pair in test.open()]))
 
     released = load_model("authors")
-    print(f"authors' VAEs alone on the sample's test crops: {score(released):.3f} dB", flush=True)
-    for spec, lr, epochs, freeze, overrides in variants:
+    print(f"authors' VAEs alone on {test.description}: {score(released):.3f} dB", flush=True)
+    for spec, lr, epochs, overrides in variants:
         set_seeds(args.seed)
         model = build_vae(dataclasses.replace(released.cfg, **overrides))
         model(tf.zeros([1, model.cfg.block_size, model.cfg.block_size, model.cfg.num_subspaces]))
         model.set_weights(released.get_weights())
-        if freeze:
-            for encoder in model.encoders:
-                for layer in encoder.layers:
-                    if isinstance(layer, keras.layers.BatchNormalization):
-                        layer.trainable = False  # Keras 3: a frozen BatchNorm runs in inference mode
-        pairs = tfrecord_train_pairs(paths.train_dir, noise, args.seed).batch(8)
+        pairs = tfrecord_train_pairs(train_dir, noise, args.seed).batch(8)
         started = time.perf_counter()
         with tempfile.TemporaryDirectory() as work:
             train_vae(model, pairs, TrainConfig(epochs=epochs, learning_rate=lr, seed=args.seed, progress=False), work)
