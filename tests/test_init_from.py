@@ -35,7 +35,9 @@ def test_init_from_authors_takes_their_network_and_the_flags_training_settings()
     cfg = _config("--init_from", "authors", "--lambda_eq", "0.5", "--precision", "mixed_bfloat16")
     assert (cfg.vae.decoder_out_channels, cfg.vae.logvar_activation, cfg.vae.transform_last_activation) == (3, "softplus", "relu")
     assert (cfg.vae.lambda_eq, cfg.vae.precision) == (0.5, "mixed_bfloat16")
+    assert cfg.vae.freeze_batch_norm  # the released BatchNorm stays at its stored statistics, as the authors trained
     assert _config().vae.decoder_out_channels == VAEConfig().decoder_out_channels  # without the flag: ours
+    assert not _config().vae.freeze_batch_norm
 
 
 def test_other_latent_size_or_missing_model_names_the_flag(tmp_path):
