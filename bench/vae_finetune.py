@@ -45,7 +45,7 @@ from models.vae import TRAINING_FIELDS, build_vae, denoise_image  # noqa: E402
 from utils import set_seeds  # noqa: E402
 
 
-def parse_variant(spec: str) -> tuple[float, int, bool, dict]:
+def parse_variant(spec: str) -> tuple[float, int, dict]:
     fields = dict(item.split("=", 1) for item in spec.split(",") if item)
     lr, epochs = float(fields.pop("lr", 2e-4)), int(fields.pop("ep", 1))
     overrides = {"freeze_batch_norm": fields.pop("freeze") == "1"} if "freeze" in fields else {}
