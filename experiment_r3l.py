@@ -33,7 +33,7 @@ PAPER_SETTINGS = {  # the authors' PPO_batch.py: a GPU budget (about 85 CPU-seco
     "batch_size": 32, "crop": 70, "update_passes": 15, "episodes": 30000, "warm_start": "none",
     "precision": "float32", "policy_init": "he", "eval_every": 500, "save_every": 100,
 }
-SMOKE_SETTINGS = {"batch_size": 8, "crop": 24, "update_passes": 2, "episodes": 3, "warm_start_episodes": 40,
+SMOKE_SETTINGS = {"batch_size": 8, "crop": 24, "update_passes": 2, "episodes": 3, "warm_start_episodes": 120,
                   "eval_every": 10, "save_every": 2}
 
 

@@ -29,7 +29,7 @@ def test_smoke_run_writes_results_and_resumes(tmp_path):
     noisy25 = np.mean([r["psnr_noisy"] for r in rows if r["sigma"] == 25])
     assert noisy15 > noisy25 + 3  # noise levels really differ
     assert len(list((out / "images" / "sigma25").glob("*.png"))) == 3
-    assert results["training"]["episodes_done"] == 2 + 40  # --smoke: 40 warm-start episodes, then PPO
+    assert results["training"]["episodes_done"] == 2 + 120  # --smoke: 120 warm-start episodes, then PPO
     assert "warm start alone PSNR" in first.stdout
     assert (out / "figures" / "learning_curve.png").is_file() and list((out / "tensorboard").iterdir())
     phases = [p["phase"] for p in results["training"]["curve"]]
