@@ -46,6 +46,12 @@ class TrainConfig:
     # After training, BatchNorm's moving statistics are replaced by their mean over this many
     # batches (0: keep the moving averages, as the authors). See recalibrate_batch_norm.
     bn_recalibration_batches: int = 200
+    # The KL weight rises linearly from 0 to lambda_kl over this many optimizer steps (0: constant).
+    # Why: from a random start, the KL term pulled a low-variance subspace (U of the SIDD default)
+    # onto the prior before its decoder learned to use it, and that subspace then decoded to a
+    # constant for the rest of the run (posterior collapse, docs/vae.md). Only for training from
+    # scratch: the pipeline turns it off when it fine-tunes a trained VAE.
+    kl_warmup_steps: int = 300
 
 
 def patch_pair_dataset(dataset: tf.data.Dataset, block: int, overlap: int, channels: int = 3) -> tf.data.Dataset:
@@ -92,11 +98,20 @@ def loss_names(cfg: VAEConfig) -> list[str]:
     return ["total", "recon", "clean", "kl", "latent"] + (["eq"] if cfg.lambda_eq > 0 else [])
 
 
+def kl_weight_at(step, lambda_kl: float, warmup_steps: int):
+    """The KL weight at optimizer step `step` (0-based): lambda_kl * min(1, step / warmup_steps)."""
+    if warmup_steps <= 0:
+        return tf.constant(lambda_kl, tf.float32)
+    ramp = tf.cast(step, tf.float32) / float(warmup_steps)
+    return lambda_kl * tf.minimum(1.0, ramp)
+
+
 def make_train_step(model: RSEVAE, optimizer, rng: tf.random.Generator, global_batch: int,
-                    strategy: tf.distribute.Strategy | None = None) -> Callable:
+                    strategy: tf.distribute.Strategy | None = None, kl_warmup_steps: int = 0) -> Callable:
     """The compiled training step of `train_vae`: (noisy, clean) patch batch -> {loss name: global mean}.
 
-    One random D4 element per step, sampling from `rng`, Adam on every trainable variable
+    One random D4 element per step, sampling from `rng`, the KL weight from `kl_weight_at` at the
+    optimizer's step count (so a resumed run continues the ramp), Adam on every trainable variable
     (float32 under either precision: gradients arrive in float32 through the layers' casts).
     bench/vae.py times this same step.
     """
@@ -105,8 +120,9 @@ def make_train_step(model: RSEVAE, optimizer, rng: tf.random.Generator, global_b
 
     def step_fn(noisy, clean):
         g = rng.uniform([], 0, equivariance.GROUP_SIZE, dtype=tf.int32)
+        kl_weight = kl_weight_at(optimizer.iterations, model.cfg.lambda_kl, kl_warmup_steps)
         with tf.GradientTape() as tape:
-            terms = model.losses_per_patch(noisy, clean, g_index=g, training=True, rng=rng)
+            terms = model.losses_per_patch(noisy, clean, g_index=g, training=True, rng=rng, kl_weight=kl_weight)
             loss = tf.nn.compute_average_loss(terms["total"], global_batch_size=global_batch)
         grads = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
@@ -157,7 +173,7 @@ def train_vae(
     expected_steps = cfg.steps_per_epoch
     if expected_steps is None and cfg.progress and sys.stderr.isatty():
         expected_steps = count_patch_batches(dataset, vcfg.block_size, cfg.overlap, cfg.batch_size)
-    train_step = make_train_step(model, optimizer, rng, cfg.batch_size, strategy)
+    train_step = make_train_step(model, optimizer, rng, cfg.batch_size, strategy, cfg.kl_warmup_steps)
 
     writer = TensorBoardLogger(out_dir / "tensorboard")
     history: dict[str, list] = {"epoch": [], **{k: [] for k in names}}

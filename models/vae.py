@@ -254,8 +254,11 @@ class RSEVAE(keras.Model):
             raise DataError(f"RSEVAE expects patches of shape (P, {b}, {b}, {s}), got {tuple(patches.shape)}")
 
     # -- losses -----------------------------------------------------------------------------------
-    def losses_per_patch(self, noisy, clean, g_index=None, training: bool = True, rng=None) -> dict:
+    def losses_per_patch(self, noisy, clean, g_index=None, training: bool = True, rng=None, kl_weight=None) -> dict:
         """Per-patch loss terms (each (P,), summed over subspaces) and their weighted `total`.
+
+        `kl_weight` replaces `cfg.lambda_kl` in `total` (a scalar tensor: the KL warm-up of
+        `models.training.kl_weight_at` ramps it from 0).
 
         - recon: ||decode(T(z_noisy)) - clean||^2, z_noisy sampled (reparameterised)
         - clean: ||decode(z_clean) - clean||^2, so clean latents decode (the cluster bank uses them)
@@ -289,7 +292,8 @@ class RSEVAE(keras.Model):
         kl_terms = lambda m, lv: -0.5 * tf.reduce_sum(1.0 + lv - tf.square(m) - tf.exp(lv), axis=[1, 2])  # noqa: E731
         kl = kl_terms(mean_n, logvar_n) + kl_terms(mean_c, logvar_c)
         latent = tf.reduce_sum(tf.square(t_n - tf.stop_gradient(mean_c)), axis=[1, 2])
-        total = recon + cfg.lambda_clean * clean_recon + cfg.lambda_kl * kl + cfg.lambda_latent * latent
+        kl_weight = cfg.lambda_kl if kl_weight is None else kl_weight
+        total = recon + cfg.lambda_clean * clean_recon + kl_weight * kl + cfg.lambda_latent * latent
         out = {"recon": recon, "clean": clean_recon, "kl": kl, "latent": latent}
         if use_eq:
             means = tf.concat([mean_n[:m], mean_all[2 * n:]], axis=0)

@@ -48,7 +48,7 @@ AT_LEAST = {  # flag -> smallest valid value (None values mean "the default" and
     "agent_images": 1, "images_per_episode": 1, "updates_per_step": 1, "epoch": 1, "finetune_epochs": 1,
     "cluster_images": 1, "cluster_cap": 1, "file_batch": 1, "agent_episodes": 1, "enhance_images": 1,
     "max_train_images": 1, "max_test_images": 1, "recursions": 0, "agent_check_images": 0,
-    "bn_recalibration_batches": 0,
+    "bn_recalibration_batches": 0, "kl_warmup_steps": 0,
 }
 
 
@@ -170,6 +170,9 @@ def add_common_flags(parser: argparse.ArgumentParser, defaults: Mapping[str, Any
                         "inputs round r meets at test time), or 'all': the noisy pairs and every earlier round's outputs")
     m.add_argument("--shared_encoder", action="store_true", help="one encoder with three latent heads (paper figure)")
     m.add_argument("--lambda_kl", type=float, default=vae.lambda_kl)
+    m.add_argument("--kl_warmup_steps", type=int, default=train.kl_warmup_steps,
+                   help="VAE steps over which the KL weight rises from 0 to --lambda_kl when the VAE trains from "
+                        "scratch (0: constant; against posterior collapse, docs/vae.md)")
     m.add_argument("--lambda_latent", type=float, default=vae.lambda_latent)
     m.add_argument("--lambda_eq", type=float, default=vae.lambda_eq, help="weight of the D4 equivariance loss")
     m.add_argument("--sample_std", type=float, default=vae.sample_std,

@@ -129,7 +129,8 @@ def _vae_phase(cfg: RunConfig, data: RunData, r: int, state: RunState, previous:
             vae(tf.zeros([1, cfg.vae.block_size, cfg.vae.block_size, cfg.vae.num_subspaces]))
             vae.set_weights(start.get_weights())
     train_cfg = dataclasses.replace(cfg.train, epochs=cfg.vae_epochs(r), learning_rate=cfg.vae_learning_rate(r),
-                                    seed=seed, progress=True)
+                                    seed=seed, progress=True,
+                                    kl_warmup_steps=cfg.train.kl_warmup_steps if start is None else 0)
     LOG.info("round %d: training the VAE for %d epoch(s)", r, train_cfg.epochs)
     history = train_vae(vae, vae_training_images(cfg, data, r), train_cfg, cfg.out_dir / "work" / f"round{r}" / "vae",
                         resume=cfg.resume, strategy=strategy)

@@ -9,7 +9,7 @@ from data.color import rgb_to_yuv
 from data.errors import ConfigError, DataError
 from data.patches import split_patches
 from models import equivariance
-from models.training import TrainConfig, evaluate_patches, train_vae
+from models.training import TrainConfig, evaluate_patches, kl_weight_at, make_train_step, train_vae
 from models.vae import CompiledInference, VAEConfig, build_vae, padded_rows
 
 TINY = dict(latent_dim=8, conv_filters=(4, 8, 8, 8), dense_units=16, decoder_channels=16, deconv_filters=(8, 8, 8, 4))
@@ -96,6 +96,26 @@ def test_training_lowers_held_out_error(tmp_path):
     assert history["epoch"] == [1, 2, 3]
     assert after["mse"] < 0.5 * before
     assert "equivariance_error" in after and (tmp_path / "tensorboard").is_dir()
+
+
+def test_kl_warm_up_ramps_the_kl_weight_from_zero_in_the_training_step():
+    """Step 0 of a warm-up trains without the KL term; from `kl_warmup_steps` on, with lambda_kl."""
+    import keras
+
+    assert [float(kl_weight_at(s, 0.01, 4)) for s in (0, 1, 2, 4, 9)] == pytest.approx([0, 0.0025, 0.005, 0.01, 0.01])
+    assert float(kl_weight_at(0, 0.01, 0)) == pytest.approx(0.01)
+    tf.random.set_seed(0)
+    model = build_vae(VAEConfig(**{**GREY, "lambda_kl": 0.5}))
+    noisy, clean = _images(size=32)
+    batch = (tf.constant(_patches(noisy)[:16, ..., :1]), tf.constant(_patches(clean)[:16, ..., :1]))
+    optimizer = keras.optimizers.Adam(1e-4)
+    optimizer.build(model.trainable_variables)
+    step = make_train_step(model, optimizer, tf.random.Generator.from_seed(0), 16, kl_warmup_steps=3)
+    for i in range(4):
+        out = {k: float(v) for k, v in step(batch).items()}
+        weight = 0.5 * min(1.0, i / 3)
+        expected = out["recon"] + out["clean"] + weight * out["kl"] + model.cfg.lambda_latent * out["latent"]
+        assert out["kl"] > 1.0 and out["total"] == pytest.approx(expected, rel=1e-5), i
 
 
 def test_equivariance_loss_lowers_soft_mode_error(tmp_path):
