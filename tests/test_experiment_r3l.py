@@ -42,7 +42,7 @@ def test_smoke_run_writes_results_and_resumes(tmp_path):
     first_noisy = {r["image"]: r["psnr_noisy"] for r in rows if r["sigma"] == 25}
     assert results["images"][0]["psnr_noisy"] == first_noisy["sample_test_01"]  # same noise for the same image
     training = results["training"]
-    assert training["episodes_run"] == 1 and training["episodes_done"] == 43
+    assert training["episodes_run"] == 1 and training["episodes_done"] == 123
 
 
 def test_bad_test_dir_is_a_clear_error_with_exit_code_2(tmp_path):
