@@ -217,9 +217,19 @@ def run(args: argparse.Namespace, extra: list[str]) -> dict:
     return summary
 
 
+def _require_pywavelets() -> None:
+    """The blind sigma needs PyWavelets (skimage's estimate_sigma); fail before training, not after."""
+    try:
+        import pywt  # noqa: F401
+    except ImportError as exc:
+        raise DataError("bench/sidd_real.py needs PyWavelets for the blind noise estimate: "
+                        "pip install -r requirements.txt") from exc
+
+
 def main(argv=None) -> int:
     try:
         args, extra = parse_args(argv)
+        _require_pywavelets()
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
