@@ -3,6 +3,7 @@ import cv2
 import numpy as np
 import pytest
 import tensorflow as tf
+import keras
 from skimage import data as skdata
 
 from data.color import rgb_to_yuv
@@ -123,12 +124,14 @@ def test_equivariance_loss_lowers_soft_mode_error(tmp_path):
     probe = split_patches(_grey(noisy), 16, 4)[0][:256]
     errors = {}
     for lam in (0.0, 10.0):
-        tf.random.set_seed(0)
+        # Python's, NumPy's and TensorFlow's seeds: Keras 3 draws unseeded initial weights from
+        # Python's `random`, whose state otherwise depends on the tests run before this one. With
+        # some of those states the lambda_eq=0 model stayed at a constant output (trivially
+        # equivariant, error 0) and the comparison failed in CI; seeds 0-3 all pass by ~10x.
+        keras.utils.set_random_seed(0)
         model = build_vae(VAEConfig(**{**GREY, "lambda_eq": lam}))
-        # No KL warm-up: 50 steps of a free latent leave the lambda_eq=0 model near a constant
-        # output, which is trivially equivariant; the comparison needs two models that denoise.
         cfg = TrainConfig(epochs=2, batch_size=32, steps_per_epoch=25, learning_rate=3e-3, progress=False,
-                          kl_warmup_steps=0)
+                          kl_warmup_steps=0)  # the term under test is lambda_eq alone
         train_vae(model, _dataset(noisy, clean), cfg, tmp_path / str(lam))
         errors[lam] = equivariance.relative_equivariance_error(model.denoise_fn, probe)
     assert errors[10.0] < errors[0.0], errors
