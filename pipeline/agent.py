@@ -13,7 +13,7 @@ from data.errors import DataError
 from evaluation import batch_psnr
 from pipeline.config import RunConfig
 from pipeline.state import RunState
-from pipeline.streams import RunData, agent_pairs
+from pipeline.streams import RunData, agent_pairs, agent_windows
 from rl.agent_training import train_agent, warm_start
 from rl.envs.latent_filter import LatentFilterEnv, LatentModel
 from rl.inference import Policy, filter_images
@@ -35,7 +35,7 @@ def agent_phase(cfg: RunConfig, data: RunData, r: int, latent: LatentModel, stat
     agent = SACAgent(env.state_dim, env.action_dim, cfg.sac, seed=seed)
     if previous is not None:
         warm_start(agent, previous)
-    pairs = agent_pairs(cfg, data, r)
+    pairs = agent_pairs(cfg, data, r, take=agent_windows(cfg, data, r).train)
     if pairs is None:
         raise DataError("the training set is empty")
     noisy, clean = pairs
@@ -72,10 +72,10 @@ def check_agent(cfg: RunConfig, data: RunData, r: int, agent: Policy, latent: La
     decided = earlier_decision(cfg, state, phase)
     if decided is not None:
         return decided
-    pairs = agent_pairs(cfg, data, r, skip=cfg.agent_images, take=cfg.agent_check_images)
+    windows = agent_windows(cfg, data, r)
+    pairs = agent_pairs(cfg, data, r, skip=windows.train, take=windows.check)
     if pairs is None:
-        LOG.warning("round %d: no training pairs left after the agent's %d to check it on; keeping the agent",
-                    r, cfg.agent_images)
+        LOG.warning("round %d: a single training pair, none to check the agent on; keeping the agent", r)
         return True
     noisy, clean = pairs
 

@@ -33,8 +33,8 @@ from models.vae import RSEVAE, build_vae
 from pipeline.agent import agent_phase, check_agent, earlier_decision
 from pipeline.config import RunConfig
 from pipeline.state import RunState
-from pipeline.streams import (RunData, agent_pairs, clean_patch_batches, enhanced_dir, round_input_pairs,
-                              vae_training_images)
+from pipeline.streams import (RunData, agent_pairs, agent_windows, clean_patch_batches, enhanced_dir,
+                              round_input_pairs, vae_training_images)
 from rl.envs.latent_filter import LatentModel
 from rl.inference import filter_images
 from rl.sac import SACAgent
@@ -98,9 +98,10 @@ def check_round(cfg: RunConfig, data: RunData, r: int, models: RoundModels, stat
     decided = earlier_decision(cfg, state, phase)
     if decided is not None:
         return decided
-    pairs = agent_pairs(cfg, data, r, skip=cfg.agent_images, take=cfg.agent_check_images)
+    windows = agent_windows(cfg, data, r)
+    pairs = agent_pairs(cfg, data, r, skip=windows.train, take=windows.check)
     if pairs is None:
-        LOG.warning("round %d: no held-out training pairs to check the round on; keeping it", r)
+        LOG.warning("round %d: a single training pair, none to check the round on; keeping it", r)
         return True
     inputs, clean = pairs
     before = float(batch_psnr(clean, inputs).mean())

@@ -60,9 +60,38 @@ def round_input_pairs(cfg: RunConfig, data: RunData, r: int) -> tf.data.Dataset:
     return pairs.take(cfg.max_train_images) if cfg.max_train_images else pairs
 
 
-def without_check_pairs(cfg: RunConfig, pairs: tf.data.Dataset) -> tf.data.Dataset:
+@dataclass(frozen=True)
+class AgentWindows:
+    """Round r's pairs 0..train-1 train the agent; the `check` pairs after them are held out for
+    the do-no-harm checks (the agent against the VAE alone, the round against its input)."""
+
+    train: int
+    check: int
+
+
+def agent_windows(cfg: RunConfig, data: RunData, r: int) -> AgentWindows:
+    """--agent_images and --agent_check_images when round r has pairs for both; otherwise what
+    there is, split in the same ratio with at least one pair held out.
+
+    A small training set (a few real photos, a reduced budget) would otherwise leave no pair to
+    check on, and an unchecked agent or round could ship a loss. Counting stops at the two
+    windows' total, so a large dataset is not read to the end.
+    """
+    wanted = cfg.agent_images + cfg.agent_check_images
+    if not cfg.agent_check_images:
+        return AgentWindows(cfg.agent_images, 0)
+    available = sum(1 for _ in round_input_pairs(cfg, data, r).take(wanted))
+    if available >= wanted:
+        return AgentWindows(cfg.agent_images, cfg.agent_check_images)
+    if available < 2:
+        return AgentWindows(available, 0)
+    check = min(available - 1, max(1, round(available * cfg.agent_check_images / wanted)))
+    return AgentWindows(available - check, check)
+
+
+def without_check_pairs(windows: AgentWindows, pairs: tf.data.Dataset) -> tf.data.Dataset:
     """`pairs` minus the held-out window the do-no-harm checks score on (after the agent's images)."""
-    return pairs.take(cfg.agent_images).concatenate(pairs.skip(cfg.agent_images + cfg.agent_check_images))
+    return pairs.take(windows.train).concatenate(pairs.skip(windows.train + windows.check))
 
 
 def vae_training_images(cfg: RunConfig, data: RunData, r: int) -> tf.data.Dataset:
@@ -72,7 +101,8 @@ def vae_training_images(cfg: RunConfig, data: RunData, r: int) -> tf.data.Datase
     if r == 0:
         return round_input_pairs(cfg, data, 0).batch(cfg.images_per_batch, drop_remainder=False)
     earlier = range(r) if cfg.finetune_data == "all" else [r - 1]
-    streams = [without_check_pairs(cfg, enhanced_pairs(cfg, previous)) for previous in earlier]
+    windows = agent_windows(cfg, data, r)
+    streams = [without_check_pairs(windows, enhanced_pairs(cfg, previous)) for previous in earlier]
     if cfg.finetune_data == "all":
         streams.insert(0, round_input_pairs(cfg, data, 0))
     mixed = streams[0]
@@ -92,7 +122,10 @@ def clean_patch_batches(cfg: RunConfig, data: RunData) -> Iterator[np.ndarray]:
 def agent_pairs(cfg: RunConfig, data: RunData, r: int, skip: int = 0,
                 take: int | None = None) -> tuple[np.ndarray, np.ndarray] | None:
     """(input, clean) training pairs of round r's inputs as stacked arrays, or None when there are none."""
-    pairs = list(round_input_pairs(cfg, data, r).skip(skip).take(take or cfg.agent_images).as_numpy_iterator())
+    take = cfg.agent_images if take is None else take
+    if take <= 0:
+        return None
+    pairs = list(round_input_pairs(cfg, data, r).skip(skip).take(take).as_numpy_iterator())
     if not pairs:
         return None
     noisy, clean = zip(*pairs)

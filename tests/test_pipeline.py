@@ -12,7 +12,7 @@ from pipeline import RunConfig
 from pipeline.agent import check_agent
 from pipeline.rounds import RoundModels, check_round
 from pipeline.state import RunState
-from pipeline.streams import agent_pairs, round_input_pairs, vae_training_images
+from pipeline.streams import AgentWindows, agent_pairs, agent_windows, round_input_pairs, vae_training_images
 from rl.envs.latent_filter import LatentFilterEnv
 from rl.inference import filter_images
 from tests.test_latent_filter import _cfg, _crops, _noisy, _toy_model
@@ -61,11 +61,25 @@ def test_agent_that_hurts_is_dropped_and_the_decision_survives_resume(tmp_path):
     assert not check_agent(cfg, data, 0, MustNotBeAsked(), env.model, reopened)
 
 
-def test_check_off_or_without_held_out_pairs_keeps_the_agent(tmp_path):
-    cfg, data, env, state, _, _ = _setup(tmp_path, np.zeros_like)
+def test_check_off_or_a_single_training_pair_keeps_the_agent(tmp_path):
+    cfg, data, env, state, noisy, clean = _setup(tmp_path, np.zeros_like)  # an agent that hurts
     assert check_agent(dataclasses.replace(cfg, agent_check_images=0), data, 0, FullPull(), env.model, state)
-    assert check_agent(dataclasses.replace(cfg, agent_images=6), data, 0, FullPull(), env.model, state)
+    one = SimpleNamespace(train_pairs=lambda: tf.data.Dataset.from_tensor_slices((noisy[:1], clean[:1])))
+    assert check_agent(cfg, one, 0, FullPull(), env.model, state)
     assert "round0/agent_check" not in state.done
+
+
+def test_too_few_pairs_for_both_windows_are_split_in_the_same_ratio_and_still_checked(tmp_path):
+    cfg, data, env, state, noisy, clean = _setup(tmp_path, np.zeros_like)  # 6 pairs, an agent that hurts
+    small = dataclasses.replace(cfg, agent_images=8, agent_check_images=8)  # wants 16
+    assert agent_windows(small, data, 0) == AgentWindows(train=3, check=3)
+    assert agent_windows(dataclasses.replace(small, agent_check_images=2), data, 0) == AgentWindows(5, 1)
+    assert agent_windows(cfg, data, 0) == AgentWindows(2, 4)  # enough pairs: the flags as given
+    assert not check_agent(small, data, 0, FullPull(), env.model, state)  # checked, and dropped
+    check = state.done["round0/agent_check"]
+    expected_vae = batch_psnr(clean[3:], filter_images(noisy[3:], None, env.model, env.cfg)).mean()
+    np.testing.assert_allclose(check["vae_psnr"], expected_vae, rtol=1e-6)
+    assert check["images"] == 3
 
 
 def test_round_r_inputs_are_round_r_minus_1_outputs(tmp_path):
