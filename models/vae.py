@@ -32,7 +32,7 @@ from models import equivariance
 PRECISIONS = ("float32", "mixed_bfloat16")
 # VAEConfig fields that only change how a model is trained or computed, not its variables or function.
 TRAINING_FIELDS = ("bn_momentum", "lambda_kl", "lambda_latent", "lambda_clean", "lambda_eq", "eq_fraction",
-                   "sample_std", "precision")
+                   "sample_std", "precision", "logvar_bias_init")
 
 
 @dataclass
@@ -52,6 +52,9 @@ class VAEConfig:
     # initial 0 and 1), so fine-tuning them keeps the function they learned (docs/vae.md).
     freeze_batch_norm: bool = False
     logvar_activation: str = "linear"  # authors: "softplus"
+    # Initial bias of the log-variance heads. Negative: the first steps' latent samples carry the
+    # means, not unit noise, so a low-variance subspace's decoder learns to read them (docs/vae.md).
+    logvar_bias_init: float = 0.0
     transform_layers: int = 3
     transform_last_activation: str = "linear"  # authors: "relu"
     decoder_channels: int = 256
@@ -129,6 +132,7 @@ def build_encoder(cfg: VAEConfig, name: str, in_channels: int = 1, heads: int = 
         sfx = f"_{j}" if heads > 1 else ""
         means.append(keras.layers.Dense(cfg.latent_dim, name=f"{name}_mean{sfx}", dtype=cfg.precision)(h))
         logvars.append(keras.layers.Dense(cfg.latent_dim, activation=cfg.logvar_activation,
+                                          bias_initializer=keras.initializers.Constant(cfg.logvar_bias_init),
                                           name=f"{name}_logvar{sfx}", dtype=cfg.precision)(h))
     stack = keras.layers.Lambda(lambda t: keras.ops.stack(t, axis=1), name=f"{name}_stack_mean", dtype=cfg.precision)
     stack_lv = keras.layers.Lambda(lambda t: keras.ops.stack(t, axis=1), name=f"{name}_stack_logvar",

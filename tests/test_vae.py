@@ -119,6 +119,15 @@ def test_kl_warm_up_ramps_the_kl_weight_from_zero_in_the_training_step():
         assert out["kl"] > 1.0 and out["total"] == pytest.approx(expected, rel=1e-5), i
 
 
+def test_logvar_bias_init_sets_the_initial_posterior_variance():
+    """A fresh encoder's log-variances start near logvar_bias_init (the bias; the kernel adds a small
+    patch-dependent part): -6 gives latent samples with std ~0.05 instead of ~1."""
+    x = tf.constant(_patches(_images(size=32)[0])[:64])
+    for bias in (0.0, -6.0):
+        _, logvar = build_vae(VAEConfig(**TINY, logvar_bias_init=bias)).encode(x)
+        assert float(tf.reduce_mean(logvar)) == pytest.approx(bias, abs=0.5), bias
+
+
 def test_equivariance_loss_lowers_soft_mode_error(tmp_path):
     noisy, clean = _images(size=64)
     probe = split_patches(_grey(noisy), 16, 4)[0][:256]
