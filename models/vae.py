@@ -52,9 +52,10 @@ class VAEConfig:
     # initial 0 and 1), so fine-tuning them keeps the function they learned (docs/vae.md).
     freeze_batch_norm: bool = False
     logvar_activation: str = "linear"  # authors: "softplus"
-    # Initial bias of the log-variance heads. Negative: the first steps' latent samples carry the
-    # means, not unit noise, so a low-variance subspace's decoder learns to read them (docs/vae.md).
-    logvar_bias_init: float = 0.0
+    # Initial bias of the log-variance heads. -6 (std 0.05): the first steps' latent samples carry
+    # the means, not unit noise, so the decoder of a low-variance subspace (U, V of real photos)
+    # learns to read them instead of collapsing to a constant (docs/vae.md). 0: Keras's default.
+    logvar_bias_init: float = -6.0
     transform_layers: int = 3
     transform_last_activation: str = "linear"  # authors: "relu"
     decoder_channels: int = 256

@@ -174,8 +174,8 @@ def add_common_flags(parser: argparse.ArgumentParser, defaults: Mapping[str, Any
                    help="VAE steps over which the KL weight rises from 0 to --lambda_kl when the VAE trains from "
                         "scratch (0: constant; against posterior collapse, docs/vae.md)")
     m.add_argument("--logvar_bias_init", type=float, default=vae.logvar_bias_init,
-                   help="initial bias of the VAE's log-variance heads (negative: informative early samples, "
-                        "against posterior collapse of a low-variance subspace; docs/vae.md)")
+                   help="initial bias of the VAE's log-variance heads (-6: informative early samples, against "
+                        "posterior collapse of a low-variance subspace; 0: Keras's default; docs/vae.md)")
     m.add_argument("--lambda_latent", type=float, default=vae.lambda_latent)
     m.add_argument("--lambda_eq", type=float, default=vae.lambda_eq, help="weight of the D4 equivariance loss")
     m.add_argument("--sample_std", type=float, default=vae.sample_std,

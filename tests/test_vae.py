@@ -123,6 +123,7 @@ def test_logvar_bias_init_sets_the_initial_posterior_variance():
     """A fresh encoder's log-variances start near logvar_bias_init (the bias; the kernel adds a small
     patch-dependent part): -6 gives latent samples with std ~0.05 instead of ~1."""
     x = tf.constant(_patches(_images(size=32)[0])[:64])
+    assert VAEConfig().logvar_bias_init == -6.0
     for bias in (0.0, -6.0):
         _, logvar = build_vae(VAEConfig(**TINY, logvar_bias_init=bias)).encode(x)
         assert float(tf.reduce_mean(logvar)) == pytest.approx(bias, abs=0.5), bias
