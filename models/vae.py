@@ -321,19 +321,23 @@ def padded_rows(rows: int, chunk: int) -> int:
 
 
 class CompiledInference:
-    """Inference-mode encode, T, decode and denoise of an RSEVAE, XLA-compiled; numpy in and out.
+    """Inference-mode encode, T, decode and denoise of an RSEVAE as traced graphs; numpy in and out.
 
-    Why: on CPU the compiled VAE runs about 2.4x as fast as the eager methods
-    (bench/speed.py times both in one run). XLA compiles once per input shape, so patches
-    go through in chunks of `chunk` rows and the last chunk is zero-padded to a power of
-    two (at least 64): a handful of shapes per function, whatever the image sizes.
-    Padding rows are independent of the real ones (BatchNorm uses its moving statistics).
-    The eager methods of RSEVAE stay the reference (training, gradients).
+    Why graphs: the eager methods pay Python and Keras dispatch on every layer call. Why not
+    XLA (`jit_compile=True`, the default until 2026-12-04): on this CPU TensorFlow's own
+    oneDNN kernels now run the traced graph faster, 1.32x in float32 and 2.08x in
+    mixed_bfloat16 on a quiet machine (bench/vae.py times both; docs/vae.md). Patches go
+    through in chunks of `chunk` rows; under XLA, which compiles once per input shape, the last
+    chunk is zero-padded to a power of two (at least 64): a handful of shapes per function,
+    whatever the image sizes (padding rows are independent of the real ones: BatchNorm uses
+    its moving statistics). Traced graphs take any row count (`reduce_retracing`), unpadded. The eager
+    methods of RSEVAE stay the reference (training, gradients).
     """
 
-    def __init__(self, model: RSEVAE, chunk: int = 1024, jit_compile: bool = True) -> None:
+    def __init__(self, model: RSEVAE, chunk: int = 1024, jit_compile: bool = False) -> None:
         self.model = model
         self.chunk = int(chunk)
+        self.pad = bool(jit_compile)
         opts = dict(jit_compile=jit_compile, reduce_retracing=True)
         self._encode = tf.function(lambda x: model.encode(x)[0], **opts)
         self._transform = tf.function(model.transform, **opts)
@@ -367,7 +371,7 @@ class CompiledInference:
         for start in range(0, max(len(x), 1), self.chunk):
             part = x[start:start + self.chunk]
             rows = len(part)
-            size = padded_rows(rows, self.chunk)
+            size = padded_rows(rows, self.chunk) if self.pad else max(rows, 1)  # (Conv2D rejects 0 rows)
             if size != rows:
                 part = np.concatenate([part, np.zeros((size - rows, *x.shape[1:]), np.float32)])
             outs.append(fn(tf.constant(part)).numpy()[:rows])

@@ -27,7 +27,7 @@ def latent_model_from_vae(vae: RSEVAE, index: ClusterIndex, k: int = 8) -> Laten
                   / tf.maximum(tf.reduce_sum(tf.cast(finite, tf.float32), -1), 1.0))
         return Neighbours(mean, ids, centre_d, mean_d)
 
-    compiled = vae.inference()  # XLA-compiled, shared by every LatentModel of this VAE
+    compiled = vae.inference()  # traced graphs, shared by every LatentModel of this VAE
     return LatentModel(
         encode=compiled.encode,
         transform=compiled.transform,
