@@ -50,6 +50,30 @@ def _sq_dists(x: np.ndarray, c: np.ndarray) -> np.ndarray:
     )
 
 
+def top_k_blocked(scores: tf.Tensor, k: int, block: int = 64) -> tuple[tf.Tensor, tf.Tensor]:
+    """`tf.math.top_k(scores, k)` of (n, m) scores, exactly, in two cheap passes.
+
+    Why: a full top_k over each row of 4096 bank scores cost more than the matmul that made
+    them (the neighbour search was the agent's largest cost at inference). The row is cut into
+    blocks of `block`; the k blocks with the largest maxima hold the k largest scores (a block
+    holding one of them has its maximum at or above the k-th largest score, and at most k
+    blocks can), so top_k runs over the block maxima and then over those k blocks' scores.
+    Equal scores may come back in another order than tf.math.top_k's.
+    """
+    m = scores.shape[-1]
+    if m is None or m <= 2 * k * block:
+        return tf.math.top_k(scores, k=k)
+    blocks = -(-m // block)
+    if blocks * block != m:  # pad with -inf: never chosen while a row has k finite scores
+        scores = tf.pad(scores, [[0, 0], [0, blocks * block - m]], constant_values=-np.inf)
+    n = tf.shape(scores)[0]
+    by_block = tf.reshape(scores, (n, blocks, block))
+    _, best_blocks = tf.math.top_k(tf.reduce_max(by_block, axis=-1), k=k)  # (n, k)
+    candidates = tf.reshape(tf.gather(by_block, best_blocks, batch_dims=1), (n, k * block))
+    values, j = tf.math.top_k(candidates, k=k)
+    return values, tf.gather(best_blocks, j // block, batch_dims=1) * block + j % block
+
+
 def _kmeans_pp(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
     """k-means++ seeding on one batch x (N, L) -> (k, L) (loop over k only)."""
     n = x.shape[0]
@@ -234,7 +258,7 @@ class ClusterIndex:
             for c in range(self.num_clusters):
                 q, mem_aug = parts[c], self._members_aug_tf[s, c]
                 q_aug = tf.concat([q, tf.ones_like(q[:, :1])], axis=1)
-                score, nn = tf.math.top_k(tf.matmul(q_aug, mem_aug, transpose_b=True), k=k)
+                score, nn = top_k_blocked(tf.matmul(q_aug, mem_aug, transpose_b=True), k)
                 found = score > -1e29
                 w = tf.cast(found, tf.float32)
                 nn_vec = tf.gather(mem_aug[:, :-1], nn)  # (n_c, k, L)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from data.errors import ConfigError, DataError
-from models.clusters import ClusterConfig, ClusterIndex, minibatch_kmeans
+from models.clusters import ClusterConfig, ClusterIndex, minibatch_kmeans, top_k_blocked
 
 
 def _blobs(n=2400, s=2, k=5, l=4, seed=0):
@@ -44,6 +44,22 @@ def test_assign_and_knn_match_brute_force():
             order = np.argsort(d)[:7]
             np.testing.assert_allclose(mean.numpy()[p, s], cand[order].mean(0), atol=1e-4)
             np.testing.assert_allclose(dist.numpy()[p, s], d[order], atol=1e-3)
+
+
+@pytest.mark.parametrize("m,k,block", [(4096, 8, 64), (1000, 5, 16), (300, 8, 7), (50, 8, 64)])
+def test_top_k_blocked_equals_top_k(m, k, block):
+    """Same values and indices as tf.math.top_k (distinct scores), with padded last blocks, rows
+    of mostly empty slots (-1e30, as the cluster bank's) and rows whose best scores share a block."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(m)
+    scores = rng.normal(size=(64, m)).astype(np.float32)
+    scores[:8, k // 2:] = -1e30 + rng.normal(size=(8, m - k // 2)) * 1e24  # fewer than k members
+    scores[8:16, :k] += 100.0  # all of the top k in the first block(s)
+    values, idx = top_k_blocked(tf.constant(scores), k, block)
+    want_v, want_i = tf.math.top_k(scores, k=k)
+    np.testing.assert_array_equal(idx.numpy(), want_i.numpy())
+    np.testing.assert_array_equal(values.numpy(), want_v.numpy())
 
 
 def test_cap_keeps_a_bounded_sample_of_the_right_cluster():
