@@ -330,8 +330,9 @@ class CompiledInference:
     through in chunks of `chunk` rows; under XLA, which compiles once per input shape, the last
     chunk is zero-padded to a power of two (at least 64): a handful of shapes per function,
     whatever the image sizes (padding rows are independent of the real ones: BatchNorm uses
-    its moving statistics). Traced graphs take any row count (`reduce_retracing`), unpadded. The eager
-    methods of RSEVAE stay the reference (training, gradients).
+    its moving statistics). Traced graphs take any row count unpadded (`reduce_retracing`
+    relaxes the row dimension after the second shape). The eager methods of RSEVAE stay the
+    reference (training, gradients).
     """
 
     def __init__(self, model: RSEVAE, chunk: int = 1024, jit_compile: bool = False) -> None:
