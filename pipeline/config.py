@@ -45,7 +45,7 @@ FLAG_NAMES: dict[type, dict[str, str]] = {
 NOT_FROM_FLAGS: dict[type, set[str]] = {SACConfig: {"batch_size"}}  # --batch_size is the VAE's
 AT_LEAST = {  # flag -> smallest valid value (None values mean "the default" and are not checked)
     "latent_dim": 1, "batch_size": 1, "num_clusters": 1, "knn": 1, "rl_steps": 1, "images_per_batch": 1,
-    "agent_images": 1, "images_per_episode": 1, "updates_per_step": 1, "epoch": 1, "finetune_epochs": 1,
+    "agent_images": 1, "images_per_episode": 1, "updates_per_step": 1, "epoch": 0, "finetune_epochs": 1,
     "cluster_images": 1, "cluster_cap": 1, "file_batch": 1, "agent_episodes": 1, "enhance_images": 1,
     "max_train_images": 1, "max_test_images": 1, "recursions": 0, "agent_check_images": 0,
     "bn_recalibration_batches": 0, "kl_warmup_steps": 0,
@@ -121,7 +121,8 @@ def add_common_flags(parser: argparse.ArgumentParser, defaults: Mapping[str, Any
     p = parser.add_argument_group("authors' flags (same meaning as their README)")
     p.add_argument("--file_batch", type=int, default=5, help="TFRecord shards (or image pairs) read concurrently")
     p.add_argument("--epoch", type=int, default=None,
-                   help=f"VAE training epochs (default {defaults['epoch']}; {defaults['sample_epoch']} on the embedded sample)")
+                   help=f"VAE training epochs (default {defaults['epoch']}; {defaults['sample_epoch']} on the embedded sample; half "
+                        "with --init_from; 0: the --init_from VAE as it is)")
     p.add_argument("--latent_dim", type=int, default=defaults["latent_dim"])
     p.add_argument("--target_psnr", type=float, default=defaults["target_psnr"], help="PSNR target of the agent's image-level reward (dB)")
     p.add_argument("--train_files_path", default=None)
@@ -141,9 +142,14 @@ def add_common_flags(parser: argparse.ArgumentParser, defaults: Mapping[str, Any
     r.add_argument("--authors_weights", default=None,
                    help="the authors' released VAE folder (celeba_{y,u,v}_no); without it --baselines authors "
                         "uses the copy shipped in models/weights")
-    r.add_argument("--init_from", default=None, metavar="PATH|authors",
+    sample_init = defaults.get("sample_init_from")
+    r.add_argument("--init_from", default=None, metavar="PATH|authors|none",
                    help="fine-tune from a saved VAE (a model folder, or 'authors': the authors' released CelebA VAEs, "
-                        "shipped) instead of starting from scratch; its layout must match the run's")
+                        "shipped) instead of starting from scratch ('none'); its layout must match the run's. Kept only "
+                        "if it beats the saved VAE on held-out training pairs; default --learning_rate a tenth, "
+                        "--epoch half, --sample_std 0" + (f"; default on the embedded sample: {sample_init} with --epoch 0 "
+                                            "(used as it is) when the layout matches"
+                                            if sample_init else ""))
     r.add_argument("--precision", default=vae.precision, choices=PRECISIONS,
                    help="VAE compute policy, training and inference (variables, losses and KL stay float32)")
     r.add_argument("--verbose", action="store_true", help="debug logs and TensorFlow's C++ start-up lines")
@@ -237,6 +243,7 @@ def build_run_config(args: argparse.Namespace, defaults: Mapping[str, Any], give
         flags["epoch"] = defaults["sample_epoch"] if sample else defaults["epoch"]
     if sample and not flags["smoke"] and flags["enhance_images"] is None:
         flags["enhance_images"] = SAMPLE_ENHANCE_IMAGES
+    _fine_tuning_defaults(flags, defaults, sample, given)
     if flags["finetune_epochs"] is None:
         flags["finetune_epochs"] = max(1, flags["epoch"] // 2)
     if flags["authors_weights"] and "authors" not in flags["baselines"]:
@@ -268,6 +275,39 @@ def build_run_config(args: argparse.Namespace, defaults: Mapping[str, Any], give
         agent_train=config_from_flags(AgentTrainConfig, flags, episodes=schedule[0]),
         flags=flags,
     )
+
+
+def _fine_tuning_defaults(flags: dict, defaults: Mapping[str, Any], sample: bool, given: frozenset[str]) -> None:
+    """Where round 0 starts, and the training settings a start from a saved VAE needs.
+
+    On the embedded sample a dataset's `sample_init_from` (the CelebA script: the released CelebA
+    VAEs) is round 0's VAE, as it is (`--epoch 0`), when the run's network matches it: ten photos
+    and minutes of training cannot teach a VAE what 27,000 faces did, and fine-tuning the
+    released VAEs on them loses on other photos (docs/vae.md, "The CelebA-setting default").
+    `--init_from none` trains from scratch, `--epoch N` fine-tunes. Fine-tuning takes a tenth
+    of the from-scratch learning rate, half the epochs (as rounds >= 1 do) and decodes the
+    latent means (`--sample_std 0`: the released log-variance head gives variances >= 1),
+    unless those flags are given.
+    """
+    if flags.get("init_from") == "none":
+        flags["init_from"] = None
+    elif "init_from" not in given and sample and defaults.get("sample_init_from"):
+        from models.io import read_config  # a JSON read
+
+        shipped = read_config(defaults["sample_init_from"], "--init_from")
+        if all(getattr(shipped, f) == flags[f] for f in ("latent_dim", "block_size", "shared_encoder")):
+            flags["init_from"] = defaults["sample_init_from"]
+            if "epoch" not in given:
+                flags["epoch"] = 0
+    if flags["epoch"] == 0 and not flags.get("init_from"):
+        raise ConfigError("--epoch 0 trains no VAE: it needs --init_from (a saved VAE to use as it is)")
+    if flags.get("init_from"):
+        if "learning_rate" not in given:
+            flags["learning_rate"] = TrainConfig.learning_rate / 10
+        if "sample_std" not in given:
+            flags["sample_std"] = 0.0
+        if "epoch" not in given and flags["epoch"]:
+            flags["epoch"] = max(1, flags["epoch"] // 2)
 
 
 def vae_config(flags: Mapping[str, Any]) -> VAEConfig:

@@ -2,11 +2,12 @@
 latents, train and check the agent, check the round (r >= 1); then enhance the round's training
 inputs for the next round.
 
-Both checks are do-no-harm rules on held-out training pairs (never test data): a round's agent
-is used only if it beats that round's VAE alone, and a round r >= 1 is applied at test time only
-if its output beats its input (round r-1's output). The held-out pairs are the
-`--agent_check_images` after the agent's own training images; they are also left out of the
-VAE's fine-tuning in rounds >= 1 (`pipeline.streams.vae_training_images`).
+The checks are do-no-harm rules on held-out training pairs (never test data): a round's agent
+is used only if it beats that round's VAE alone, a round r >= 1 is applied at test time only
+if its output beats its input (round r-1's output), and round 0's fine-tuning of an --init_from
+model is kept only if it beats that model. The held-out pairs are the `--agent_check_images`
+after the agent's own training images; they are also left out of the VAE's fine-tuning in
+rounds >= 1 and in round 0 from --init_from (`pipeline.streams.vae_training_images`).
 
 Every phase seeds itself from (--seed, round, phase), never from what the process did before,
 so a run resumed at a phase boundary repeats the random draws of an uninterrupted one.
@@ -29,7 +30,7 @@ from evaluation import batch_psnr
 from models.clusters import ClusterIndex, latent_stream_from_patches
 from models.io import load_clusters, load_model, save_model
 from models.training import train_vae
-from models.vae import RSEVAE, build_vae
+from models.vae import RSEVAE, build_vae, denoise_image
 from pipeline.agent import agent_phase, check_agent, earlier_decision
 from pipeline.config import RunConfig
 from pipeline.state import RunState
@@ -132,12 +133,52 @@ def _vae_phase(cfg: RunConfig, data: RunData, r: int, state: RunState, previous:
     train_cfg = dataclasses.replace(cfg.train, epochs=cfg.vae_epochs(r), learning_rate=cfg.vae_learning_rate(r),
                                     seed=seed, progress=True,
                                     kl_warmup_steps=cfg.train.kl_warmup_steps if start is None else 0)
-    LOG.info("round %d: training the VAE for %d epoch(s)", r, train_cfg.epochs)
-    history = train_vae(vae, vae_training_images(cfg, data, r), train_cfg, cfg.out_dir / "work" / f"round{r}" / "vae",
-                        resume=cfg.resume, strategy=strategy)
+    if train_cfg.epochs == 0:  # --epoch 0 with --init_from: the saved VAE as it is
+        LOG.info("round %d: the VAE is used as it is (--epoch 0)", r)
+        history = {}
+    else:
+        LOG.info("round %d: training the VAE for %d epoch(s)", r, train_cfg.epochs)
+        history = train_vae(vae, vae_training_images(cfg, data, r), train_cfg,
+                            cfg.out_dir / "work" / f"round{r}" / "vae", resume=cfg.resume, strategy=strategy)
+        if r == 0 and start is not None and not check_finetuning(cfg, data, vae, start, state):
+            vae.set_weights(start.get_weights())
     save_model(vae, folder)
     state.mark(f"round{r}/vae", {"history": history})
     return vae
+
+
+def check_finetuning(cfg: RunConfig, data: RunData, tuned: RSEVAE, start: RSEVAE, state: RunState) -> bool:
+    """Keep round 0's fine-tuning of an --init_from model only if the tuned VAE beats the model it
+    started from on held-out training pairs (left out of the fine-tuning).
+
+    Fine-tuning a model trained on a large set (the released CelebA VAEs: 27,000 faces) on a few
+    photos can lose (docs/vae.md); this rule makes a run started from a saved model never worse
+    than that model on data it did not train on. The decision is stored in state.json.
+    """
+    phase = "round0/finetune_check"
+    decided = earlier_decision(cfg, state, phase)
+    if decided is not None:
+        return decided
+    windows = agent_windows(cfg, data, 0)
+    pairs = agent_pairs(cfg, data, 0, skip=windows.train, take=windows.check)
+    if pairs is None:
+        LOG.warning("round 0: a single training pair, none to check the fine-tuning on; keeping it")
+        return True
+    noisy, clean = pairs
+
+    def mean_psnr(model: RSEVAE) -> float:
+        outputs = np.stack([denoise_image(model, image, overlap=cfg.env.overlap, symmetrise=cfg.symmetrise)
+                            for image in noisy])
+        return float(batch_psnr(clean, outputs).mean())
+
+    before, after = mean_psnr(start), mean_psnr(tuned)
+    kept = after > before
+    LOG.log(logging.INFO if kept else logging.WARNING,
+            "round 0: on %d held-out training pairs the fine-tuned VAE gives %.3f dB, the --init_from model %.3f dB: %s",
+            len(noisy), after, before,
+            "fine-tuning kept" if kept else "fine-tuning dropped, round 0 uses the --init_from model as it was")
+    state.mark(phase, {"images": len(noisy), "init_psnr": before, "finetuned_psnr": after, "kept": kept})
+    return kept
 
 
 def _init_model(cfg: RunConfig) -> RSEVAE:

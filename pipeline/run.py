@@ -44,6 +44,10 @@ def run(cfg: RunConfig, data: RunData, strategy: tf.distribute.Strategy | None =
             cfg.out_dir.rmdir()
     print(format_table(report["stages"], ["stage", "psnr", "ssim", "uqi", "eq_error", "seconds_per_image"],
                        title=f"RSE-RL on {data.description}"))
+    finetuning = report.get("finetune_check")
+    if finetuning and not finetuning["kept"]:
+        print(f"round 0: fine-tuning lowered PSNR on held-out training pairs, so the VAE is the --init_from model "
+              f"({cfg.init_from}) as it was (results.json: finetune_check)")
     for r, models in enumerate(rounds):
         if not models.use_agent:
             print(f"round {r}: the agent lowered PSNR on held-out training pairs and was dropped; "
@@ -73,6 +77,7 @@ def _train_and_evaluate(cfg: RunConfig, data: RunData, state: RunState,
     report["configs"] = state.config["configs"]
     report["data"] = data.description
     report["agent_checks"] = {f"round{r}": state.done.get(f"round{r}/agent_check") for r in range(len(rounds))}
+    report["finetune_check"] = state.done.get("round0/finetune_check")
     report["round_checks"] = {f"round{r}": state.done.get(f"round{r}/round_check") for r in range(1, len(rounds))}
     if data.benchmark_blocks is not None:
         report["submission"] = str(write_benchmark_submission(cfg, data, rounds))

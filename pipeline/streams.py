@@ -97,9 +97,13 @@ def without_check_pairs(windows: AgentWindows, pairs: tf.data.Dataset) -> tf.dat
 def vae_training_images(cfg: RunConfig, data: RunData, r: int) -> tf.data.Dataset:
     """The VAE's training stream in round r: the noisy pairs in round 0; in round r >= 1 round r-1's
     outputs (`--finetune_data outputs`), or the noisy pairs and every earlier round's outputs
-    (`all`). Round r's held-out check pairs are left out (it is judged on them)."""
+    (`all`). Round r's held-out check pairs are left out when something is judged on them: the
+    round (r >= 1), or the fine-tuning of an --init_from model against the model it started from."""
     if r == 0:
-        return round_input_pairs(cfg, data, 0).batch(cfg.images_per_batch, drop_remainder=False)
+        pairs = round_input_pairs(cfg, data, 0)
+        if cfg.init_from and cfg.agent_check_images:
+            pairs = without_check_pairs(agent_windows(cfg, data, 0), pairs)
+        return pairs.batch(cfg.images_per_batch, drop_remainder=False)
     earlier = range(r) if cfg.finetune_data == "all" else [r - 1]
     windows = agent_windows(cfg, data, r)
     streams = [without_check_pairs(windows, enhanced_pairs(cfg, previous)) for previous in earlier]
