@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 from data.errors import ConfigError, DataError, run_cli  # noqa: E402
 from data.images import IMAGE_SUFFIXES, read_image, write_image  # noqa: E402
 from models.io import SHIPPED_WEIGHTS, load_any  # noqa: E402
-from models.vae import PRECISIONS, RSEVAE, VAEConfig, denoise_image  # noqa: E402
+from models.vae import PRECISIONS, RSEVAE, denoise_image, inference_precision  # noqa: E402
 from utils import check_writable_folder  # noqa: E402
 
 
@@ -41,8 +41,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                           "the default) or a folder saved by this project (config.json + vae.weights.h5)")
     src.add_argument("--model_dir", help="a folder saved by this project (same as --weights PATH)")
     src.add_argument("--authors_weights", help="folder with the authors' celeba_{y,u,v}_no SavedModels")
-    p.add_argument("--precision", default=VAEConfig.precision, choices=PRECISIONS,
-                   help="compute policy (variables stay float32); see docs/vae.md for speed and PSNR of both")
+    p.add_argument("--precision", default="auto", choices=("auto", *PRECISIONS),
+                   help="compute policy (variables stay float32); auto: mixed_bfloat16 on a CPU with native bfloat16 "
+                        "(AVX512-BF16 or AMX) and no GPU, else float32; see docs/vae.md for speed and PSNR of both")
     p.add_argument("--verbose", action="store_true", help="show TensorFlow's C++ start-up lines")
     p.add_argument("--symmetrise", action="store_true", help="exact D4-equivariant mode (8x the compute)")
     p.add_argument("--block_size", type=int, default=16, help="patch size; must match the model")
@@ -94,7 +95,7 @@ def run(args: argparse.Namespace) -> list[Path]:
     model_dir = args.weights or args.model_dir
     if model_dir is None and args.authors_weights is None:
         model_dir = "authors"
-    model = load_any(model_dir, args.authors_weights, precision=args.precision)
+    model = load_any(model_dir, args.authors_weights, precision=inference_precision(args.precision))
     if args.block_size != model.cfg.block_size:
         raise ConfigError(f"--block_size {args.block_size} does not match the model's {model.cfg.block_size}")
     for path, target in zip(inputs, targets):

@@ -14,7 +14,7 @@ import denoise
 from data.images import read_image, write_image
 from data.images import to_uint8
 from models.io import load_model, save_model
-from models.vae import VAEConfig, build_vae, denoise_image
+from models.vae import VAEConfig, build_vae, denoise_image, inference_precision
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = VAEConfig(latent_dim=8, conv_filters=(4, 8, 8, 8), dense_units=16, decoder_channels=16, deconv_filters=(8, 8, 8, 4))
@@ -52,7 +52,7 @@ def test_default_weights_are_the_shipped_ones_and_startup_is_quiet(tmp_path):
     assert res.returncode == 0, res.stderr
     assert read_image(tmp_path / "out" / "photo.png").shape == (32, 32, 3)
     assert "absl::InitializeLog" not in res.stderr and " port.cc:" not in res.stderr, res.stderr
-    via_name = denoise_image(load_model("authors"), clean)
+    via_name = denoise_image(load_model("authors", precision=inference_precision("auto")), clean)  # the default policy
     np.testing.assert_allclose(read_image(tmp_path / "out" / "photo.png"), to_uint8(via_name), atol=1)
 
 

@@ -65,3 +65,28 @@ def test_trained_weights_psnr_matches_float32_within_0_05_db():
 def test_unknown_precision_names_the_flag():
     with pytest.raises(ConfigError, match="^--precision: 'float16' is not one of float32, mixed_bfloat16"):
         VAEConfig(precision="float16")
+
+
+def test_native_bfloat16_is_read_from_the_cpu_flags():
+    from models.vae import native_bfloat16_cpu
+
+    assert native_bfloat16_cpu("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 fma\n")
+    assert native_bfloat16_cpu("flags\t: fpu amx_bf16 amx_tile\n")
+    assert not native_bfloat16_cpu("flags\t: fpu avx2 avx512f avx512_vnni\n")  # bf16 would be emulated
+    assert not native_bfloat16_cpu("model name\t: avx512_bf16 in a name, not a flag\n")
+    assert not native_bfloat16_cpu("")
+
+
+def test_auto_precision_picks_bfloat16_only_on_a_native_cpu(monkeypatch):
+    import models.vae as vae
+
+    assert vae.inference_precision("float32") == "float32"
+    assert vae.inference_precision("mixed_bfloat16") == "mixed_bfloat16"
+    monkeypatch.setattr(vae.tf.config, "list_physical_devices", lambda kind=None: [])
+    monkeypatch.setattr(vae, "native_bfloat16_cpu", lambda: True)
+    assert vae.inference_precision("auto") == "mixed_bfloat16"
+    monkeypatch.setattr(vae, "native_bfloat16_cpu", lambda: False)
+    assert vae.inference_precision("auto") == "float32"
+    monkeypatch.setattr(vae, "native_bfloat16_cpu", lambda: True)
+    monkeypatch.setattr(vae.tf.config, "list_physical_devices", lambda kind=None: ["GPU:0"])
+    assert vae.inference_precision("auto") == "float32"  # GPUs: not measured, float32
