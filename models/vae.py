@@ -59,6 +59,8 @@ def inference_precision(choice: str) -> str:
     if tf.config.list_physical_devices("GPU") or not native_bfloat16_cpu():
         return "float32"
     return "mixed_bfloat16"
+
+
 # VAEConfig fields that only change how a model is trained or computed, not its variables or function.
 TRAINING_FIELDS = ("bn_momentum", "lambda_kl", "lambda_latent", "lambda_clean", "lambda_eq", "eq_fraction",
                    "sample_std", "precision", "logvar_bias_init")
