@@ -154,7 +154,8 @@ def add_common_flags(parser: argparse.ArgumentParser, defaults: Mapping[str, Any
                    help="VAE compute policy, training and inference (variables, losses and KL stay float32)")
     r.add_argument("--verbose", action="store_true", help="debug logs and TensorFlow's C++ start-up lines")
     r.add_argument("--smoke", action="store_true",
-                   help="a short run: tiny budgets for every flag not given (16 training, 2 test images, 2 epochs)")
+                   help="a short run: tiny budgets for every flag not given (16 training, 2 test images, 2 epochs; "
+                        "round 0 trains none when it starts from the released VAEs on the CelebA sample)")
     r.add_argument("--max_train_images", type=int, default=None)
     r.add_argument("--max_test_images", type=int, default=None)
     r.add_argument("--strategy", default=run.strategy, choices=("auto", "default", "mirrored", "multiworker"), help="tf.distribute strategy")
