@@ -7,7 +7,8 @@ state of every patch to a one-step action of the family, and is trained by gradi
 which SAC does not have). Its PSNR on held-out images is about the most a state-to-action
 policy of that size can generalise to; comparing feature sets shows which part of the state
 carries information (here: whether the neighbours' latents, or the seam disagreement with
-each neighbour, add anything over the patch's own latent and noise estimate).
+each neighbour, add anything over the patch's own latent and noise estimate; "own+pixels" adds
+the noisy patch's pixels, which the agent's state does not hold).
 
     python bench/agent_state.py --run_dir runs/faces --train_dir ../shared/data/celeba_hq/train \
         --clean_dir ../shared/data/celeba_hq/val --iterations 600
@@ -37,7 +38,7 @@ from models.io import load_clusters, load_model  # noqa: E402
 from rl.envs.latent_filter import FilterEnvConfig, apply_action, neighbour_latents, noise_estimate  # noqa: E402
 from rl.vae_adapter import latent_model_from_vae  # noqa: E402
 
-FEATURES = ("own", "neighbours", "neighbours+seams")
+FEATURES = ("own", "neighbours", "neighbours+seams", "own+pixels")
 
 
 def seam_features(patches: np.ndarray, grid: PatchGrid) -> np.ndarray:
@@ -67,10 +68,12 @@ class Split:
             "own": np.concatenate([self.t0.reshape(p, -1), noise_estimate(patches)], 1),
             "neighbours": neighbour_latents(self.t0, self.grid).reshape(p, -1),
             "seams": seam_features(latent.decode(self.t0), self.grid),
+            "pixels": patches.reshape(p, -1),  # the noisy patch itself (not in the agent's state)
         }
 
     def features(self, kind: str) -> np.ndarray:
-        names = {"own": ["own"], "neighbours": ["own", "neighbours"], "neighbours+seams": ["own", "neighbours", "seams"]}
+        names = {"own": ["own"], "neighbours": ["own", "neighbours"], "neighbours+seams": ["own", "neighbours", "seams"],
+                 "own+pixels": ["own", "pixels"]}
         return np.concatenate([self.parts[n] for n in names[kind]], 1).astype(np.float32)
 
 
