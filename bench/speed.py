@@ -166,7 +166,7 @@ def main(argv=None) -> None:
     p.add_argument("--verbose", action="store_true", help="show TensorFlow's C++ start-up lines")
     args = p.parse_args(argv)
 
-    from models.vae import denoise_image
+    from models.vae import denoise_image, inference_precision
     from rl.inference import filter_images
 
     clean, noisy = make_images(args.images, args.seed)
@@ -178,7 +178,8 @@ def main(argv=None) -> None:
         print(f"{name:58s} {n / seconds:9.3f} images/s  ({seconds / n:.3f} s/image)", flush=True)
 
     print(f"{SIZE}x{SIZE} colour, gaussian_var {NOISE_VAR}, medians of {args.repeats}, "
-          f"{os.cpu_count()} CPU cores (shared machine: compare rows of one run)")
+          f"{os.cpu_count()} CPU cores (shared machine: compare rows of one run); "
+          f"denoise.py's --precision auto is {inference_precision('auto')} here")
     first = None
     for precision in args.precisions:
         vae, latent, agent, env_cfg = build_rse_rl(noisy, args.seed, precision)
