@@ -4,6 +4,7 @@ default), or one you trained.
     python denoise.py --input photo.png --output out/
     python denoise.py --input photo.png --output photo_denoised.png --weights runs/celeba/model/round1/vae
     python denoise.py --input photos/ --output out/ --authors_weights weights/rse_rl_authors --symmetrise
+    python denoise.py --input photos/ --output out/ --run_dir runs/celeba   # a finished run: VAE + agent + rounds
 
 Writes one PNG per input image, with the same name (suffix .png), into the --output folder;
 for a single input image --output may also name the file itself. Existing outputs are
@@ -13,9 +14,11 @@ kept unless --overwrite is given. Large photos are processed in tiles of --tile 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from utils import quiet_tensorflow_startup  # noqa: E402
 
@@ -24,10 +27,13 @@ quiet_tensorflow_startup("--verbose" in sys.argv)  # before anything imports Ten
 import numpy as np  # noqa: E402
 
 from data.errors import ConfigError, DataError, run_cli  # noqa: E402
-from data.images import IMAGE_SUFFIXES, read_image, write_image  # noqa: E402
+from data.images import IMAGE_SUFFIXES, read_image, to_float, write_image  # noqa: E402
 from models.io import SHIPPED_WEIGHTS, load_any  # noqa: E402
 from models.vae import PRECISIONS, RSEVAE, denoise_image, inference_precision  # noqa: E402
 from utils import check_writable_folder  # noqa: E402
+
+if TYPE_CHECKING:
+    from pipeline.trained import TrainedRun
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -41,6 +47,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                           "the default) or a folder saved by this project (config.json + vae.weights.h5)")
     src.add_argument("--model_dir", help="a folder saved by this project (same as --weights PATH)")
     src.add_argument("--authors_weights", help="folder with the authors' celeba_{y,u,v}_no SavedModels")
+    src.add_argument("--run_dir", help="a finished experiment run's --out_dir: its VAE, its agent where the agent's "
+                                       "check kept it, and the later rounds its checks applied, as its test stage "
+                                       "(whole images: --tile does not apply)")
     p.add_argument("--precision", default="auto", choices=("auto", *PRECISIONS),
                    help="compute policy (variables stay float32); auto: mixed_bfloat16 on a CPU with native bfloat16 "
                         "(AVX512-BF16 or AMX) and no GPU, else float32; see docs/vae.md for speed and PSNR of both")
@@ -93,16 +102,25 @@ def run(args: argparse.Namespace) -> list[Path]:
     inputs = list_inputs(Path(args.input))
     targets = plan_outputs(inputs, Path(args.output), Path(args.input).is_file(), args.overwrite)
     model_dir = args.weights or args.model_dir
-    if model_dir is None and args.authors_weights is None:
+    if model_dir is None and args.authors_weights is None and args.run_dir is None:
         model_dir = "authors"
-    model = load_any(model_dir, args.authors_weights, precision=inference_precision(args.precision))
+    trained = None
+    if args.run_dir is not None:
+        from pipeline.trained import load_trained_run
+
+        trained = load_trained_run(args.run_dir, precision=inference_precision(args.precision))
+        if args.symmetrise:
+            trained.cfg = dataclasses.replace(trained.cfg, symmetrise=True)
+        model = trained.rounds[0].vae
+    else:
+        model = load_any(model_dir, args.authors_weights, precision=inference_precision(args.precision))
     if args.block_size != model.cfg.block_size:
         raise ConfigError(f"--block_size {args.block_size} does not match the model's {model.cfg.block_size}")
     for path, target in zip(inputs, targets):
         t0 = time.perf_counter()
         img = read_image(path)
         try:
-            out = denoise_photo(model, img, path, args)
+            out = denoise_photo(model, img, path, args, trained)
         except DataError as exc:  # e.g. an image smaller than one patch: say which one
             raise DataError(f"--input {path}: {exc}") from None
         write_image(target, out)
@@ -110,9 +128,16 @@ def run(args: argparse.Namespace) -> list[Path]:
     return targets
 
 
-def denoise_photo(model: RSEVAE, img: np.ndarray, path: Path, args: argparse.Namespace) -> np.ndarray:
-    """One image through the model; a grey photo goes through a colour model as R = G = B."""
+def denoise_photo(model: RSEVAE, img: np.ndarray, path: Path, args: argparse.Namespace,
+                  trained: "TrainedRun | None" = None) -> np.ndarray:
+    """One image through the model (or through a trained run's rounds); a grey photo goes through a
+    colour model as R = G = B."""
     grey = img.shape[2] == 1
+    if trained is not None:
+        colour = model.cfg.num_subspaces == 3
+        x = np.repeat(img, 3, axis=2) if grey and colour else img if grey or colour else read_image(path, colour=False)
+        out = trained.apply(to_float(x))
+        return out.mean(axis=2, keepdims=True) if grey and colour else out
     if model.cfg.num_subspaces == 3:
         out = denoise_image(model, np.repeat(img, 3, axis=2) if grey else img, args.overlap, args.symmetrise,
                             args.tile, args.batch_size)

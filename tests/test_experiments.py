@@ -158,6 +158,38 @@ def test_interrupted_run_resumes_to_the_same_rows(smoke_run):
             assert g[metric] == pytest.approx(e[metric], rel=1e-9), (e["stage"], metric)
 
 
+def test_denoise_run_dir_reproduces_the_runs_last_stage(smoke_run, tmp_path):
+    """`denoise.py --run_dir` applies what the run's test stage applied: on a test image the loaded
+    rounds give the PSNR results.json reports for the run's last stage; the CLI writes the image."""
+    from data.images import read_image, to_uint8, write_image
+    from data.noise import parse_noise
+    from data.pairs import tfrecord_test_set
+    from data.sample import ensure_sample
+    from evaluation import psnr
+    from pipeline.trained import load_trained_run
+
+    base, out, result = smoke_run
+    assert result.returncode == 0, result.stderr[-3000:]
+    pair = next(iter(tfrecord_test_set(ensure_sample(base / "cache").test_dir, parse_noise("sigma", "50"), 0).open()))
+    results = json.loads((out / "results.json").read_text())
+    last = results["stages"][-1]["stage"]
+    expected = next(row["psnr"] for row in results["per_image"] if row["stage"] == last and row["image"] == pair.name)
+    trained = load_trained_run(out)
+    assert psnr(pair.clean, trained.apply(pair.noisy)) == pytest.approx(expected, abs=1e-4)
+
+    write_image(tmp_path / "photo.png", to_uint8(pair.noisy))
+    cli = subprocess.run([sys.executable, str(ROOT / "denoise.py"), "--input", str(tmp_path / "photo.png"),
+                          "--output", str(tmp_path / "out"), "--run_dir", str(out), "--precision", "float32"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert cli.returncode == 0, cli.stderr[-3000:]
+    assert read_image(tmp_path / "out" / "photo.png").shape == pair.noisy.shape
+    bad = subprocess.run([sys.executable, str(ROOT / "denoise.py"), "--input", str(tmp_path / "photo.png"),
+                          "--output", str(tmp_path / "out2"), "--run_dir", str(tmp_path)],
+                         capture_output=True, text=True, cwd=ROOT, timeout=600,
+                         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))  # as a user's shell: no C++ lines
+    assert bad.returncode == 2 and bad.stderr.strip().startswith(f"error: --run_dir {tmp_path}: not a run folder")
+
+
 def test_resume_with_other_settings_is_refused(smoke_run):
     base, out, _ = smoke_run
     result = run_script("experiment_celeba.py", *SMOKE, "--out_dir", str(out), "--resume", "--num_clusters", "5",
