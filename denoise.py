@@ -130,20 +130,18 @@ def run(args: argparse.Namespace) -> list[Path]:
 
 def denoise_photo(model: RSEVAE, img: np.ndarray, path: Path, args: argparse.Namespace,
                   trained: "TrainedRun | None" = None) -> np.ndarray:
-    """One image through the model (or through a trained run's rounds); a grey photo goes through a
-    colour model as R = G = B."""
-    grey = img.shape[2] == 1
+    """One image through the model, or through a trained run's rounds (whose first VAE is `model`);
+    a grey photo goes through a colour model as R = G = B, a colour photo through a grey model as grey."""
+    grey, colour = img.shape[2] == 1, model.cfg.num_subspaces == 3
+    if colour:
+        x = np.repeat(img, 3, axis=2) if grey else img
+    else:
+        x = img if grey else read_image(path, colour=False)
     if trained is not None:
-        colour = model.cfg.num_subspaces == 3
-        x = np.repeat(img, 3, axis=2) if grey and colour else img if grey or colour else read_image(path, colour=False)
         out = trained.apply(to_float(x))
-        return out.mean(axis=2, keepdims=True) if grey and colour else out
-    if model.cfg.num_subspaces == 3:
-        out = denoise_image(model, np.repeat(img, 3, axis=2) if grey else img, args.overlap, args.symmetrise,
-                            args.tile, args.batch_size)
-        return out.mean(axis=2, keepdims=True) if grey else out
-    return denoise_image(model, img if grey else read_image(path, colour=False), args.overlap, args.symmetrise,
-                         args.tile, args.batch_size)
+    else:
+        out = denoise_image(model, x, args.overlap, args.symmetrise, args.tile, args.batch_size)
+    return out.mean(axis=2, keepdims=True) if grey and colour else out
 
 
 def main(argv=None) -> int:

@@ -19,7 +19,7 @@ from data.pairs import tfrecord_test_set, tfrecord_train_pairs  # noqa: E402
 from data.sample import ensure_sample  # noqa: E402
 from pipeline import RunData, add_common_flags, main  # noqa: E402
 
-# sample_init_from: on the embedded sample round 0 fine-tunes the released CelebA VAEs (pipeline.config)
+# sample_init_from: on the embedded sample round 0 uses the released CelebA VAEs as they are (pipeline.config)
 DEFAULTS = {"name": "celeba", "epoch": 50, "sample_epoch": 2, "latent_dim": 72, "target_psnr": 30.0, "noise": "gaussian_var",
             "sample_init_from": "authors"}
 

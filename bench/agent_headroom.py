@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -38,6 +37,7 @@ from data.patches import merge_patches, split_patches  # noqa: E402
 from data.sample import sample_test_images  # noqa: E402
 from evaluation import batch_psnr  # noqa: E402
 from models.io import load_clusters, load_model  # noqa: E402
+from pipeline.trained import read_run_record  # noqa: E402
 from rl.envs.latent_filter import ACTIONS, FilterEnvConfig  # noqa: E402
 from rl.inference import filter_images  # noqa: E402
 from rl.oracle import oracle_latents  # noqa: E402
@@ -47,13 +47,7 @@ from rl.vae_adapter import latent_model_from_vae  # noqa: E402
 
 def run_env_config(run_dir: Path) -> FilterEnvConfig:
     """The filtering settings a run trained its agents with (its state.json)."""
-    path = run_dir / "state.json"
-    try:
-        saved = json.loads(path.read_text())["config"]["configs"]["env"]
-    except (OSError, KeyError, json.JSONDecodeError) as exc:
-        raise DataError(f"--run_dir {run_dir}: no readable state.json with the run's configs ({exc})") from None
-    known = {f.name for f in dataclasses.fields(FilterEnvConfig)}
-    return FilterEnvConfig(**{k: v for k, v in saved.items() if k in known})
+    return read_run_record(run_dir)[2]
 
 
 def load_images(clean_dir: Path | None, max_images: int | None) -> tuple[list[str], np.ndarray]:

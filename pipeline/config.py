@@ -217,8 +217,9 @@ def add_common_flags(parser: argparse.ArgumentParser, defaults: Mapping[str, Any
     m.add_argument("--agent_check_images", type=int, default=run.agent_check_images,
                    help="held-out training pairs (after the agent's) for the do-no-harm checks: the agent must beat "
                         "the VAE alone (or the round filters with the VAE alone), and a round >= 1 must beat its input, "
-                        "round r-1's output (or it is not applied and the recursion stops); left out of the VAE's "
-                        "fine-tuning in rounds >= 1; 0 turns both checks off")
+                        "round r-1's output (or it is not applied and the recursion stops), and round 0's fine-tuning "
+                        "of an --init_from VAE must beat that VAE (or it is dropped); left out of the VAE's fine-tuning "
+                        "in rounds >= 1 and from --init_from; 0 turns the checks off")
     m.add_argument("--images_per_episode", type=int, default=AgentTrainConfig.images_per_episode)
     m.add_argument("--updates_per_step", type=int, default=AgentTrainConfig.updates_per_step)
     m.add_argument("--enhance_images", type=int, default=None,

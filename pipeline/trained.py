@@ -36,9 +36,9 @@ class TrainedRun:
         return current[0]
 
 
-def load_trained_run(run_dir: str | Path, precision: str | None = None, flag: str = "--run_dir") -> TrainedRun:
-    """The rounds of the run in `run_dir` (its --out_dir) that its test stage applied; DataError naming
-    `flag` when there is no finished round 0. `precision` overrides the VAEs' compute policy."""
+def read_run_record(run_dir: str | Path, flag: str = "--run_dir") -> tuple[dict, dict, FilterEnvConfig]:
+    """A run folder's saved flags, finished phases and filtering settings (its state.json); DataError
+    naming `flag` when it has none."""
     run_dir = Path(run_dir)
     try:
         saved = json.loads((run_dir / STATE_FILE).read_text())
@@ -46,9 +46,15 @@ def load_trained_run(run_dir: str | Path, precision: str | None = None, flag: st
     except (OSError, KeyError, TypeError, json.JSONDecodeError) as exc:
         raise DataError(f"{flag} {run_dir}: not a run folder with a readable {STATE_FILE} ({exc})") from None
     known = {f.name for f in dataclasses.fields(FilterEnvConfig)}
-    cfg = dataclasses.replace(RunConfig(), env=FilterEnvConfig(**{k: v for k, v in env.items() if k in known}),
-                              symmetrise=bool(flags.get("symmetrise")))
-    models_dir = Path(flags["model_dir"]) if flags.get("model_dir") else run_dir / "model"
+    return flags, done, FilterEnvConfig(**{k: v for k, v in env.items() if k in known})
+
+
+def load_trained_run(run_dir: str | Path, precision: str | None = None, flag: str = "--run_dir") -> TrainedRun:
+    """The rounds of the run in `run_dir` (its --out_dir) that its test stage applied; DataError naming
+    `flag` when there is no finished round 0. `precision` overrides the VAEs' compute policy."""
+    flags, done, env = read_run_record(run_dir, flag)
+    cfg = dataclasses.replace(RunConfig(), out_dir=Path(run_dir), env=env, symmetrise=bool(flags.get("symmetrise")),
+                              model_dir=Path(flags["model_dir"]) if flags.get("model_dir") else None)
     checks = bool(flags.get("agent_check_images"))
     rounds: list[RoundModels] = []
     for r in range(int(flags.get("recursions", 0)) + 1):
@@ -58,10 +64,9 @@ def load_trained_run(run_dir: str | Path, precision: str | None = None, flag: st
         if r and not done.get(f"round{r}/round_check", {"kept": True})["kept"]:
             break  # its check found it worse than its input: the test stage stopped before it
         use_agent = bool(done.get(f"round{r}/agent_check", {"kept": True})["kept"])
-        folder = models_dir / f"round{r}"
-        vae = load_model(folder / "vae", flag, precision=precision)
-        clusters = load_clusters(folder / "vae")
-        agent = SACAgent.load(folder / "agent") if use_agent else None
+        vae = load_model(cfg.round_dir(r) / "vae", flag, precision=precision)
+        clusters = load_clusters(cfg.round_dir(r) / "vae")
+        agent = SACAgent.load(cfg.round_dir(r) / "agent") if use_agent else None
         rounds.append(RoundModels(vae, clusters, agent, latent_model_from_vae(vae, clusters, k=int(flags["knn"])),
                                   use_agent=use_agent))
     if not rounds:
