@@ -12,6 +12,13 @@ SIDD-setting default") holds the figures.
     python bench/vae_ceiling.py --noise poisson_gaussian --epochs 4
     python bench/vae_ceiling.py --noise camera --epochs 4 --test_pairs ../shared/data/sidd_real
     python bench/vae_ceiling.py --noise camera --model_dir runs/sidd/model/round0/vae   # a trained model, no training
+
+With --train_faces / --test_faces it trains on a folder of faces (written once as TFRecords in a
+temporary folder) and scores on faces with the shared README's noise draws: the learning curve of
+the from-scratch faces VAE (docs/vae.md, "Faces from scratch"), e.g.
+
+    python bench/vae_ceiling.py --noise gaussian_var --noise_level 0.02 --latent_dim 72 --epochs 30 \
+        --train_faces ../shared/data/celeba_hq/train --test_faces ../shared/data/celeba_hq/val
 """
 from __future__ import annotations
 
@@ -44,6 +51,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--cache_dir", default=None, help="where the embedded sample is cached")
     p.add_argument("--scale", type=int, default=1, help="1: the sample of the CelebA script; 3: the SIDD script's phone-like one")
     p.add_argument("--model_dir", default=None, help="score this trained VAE (config.json + weights) instead of training one")
+    p.add_argument("--train_faces", default=None,
+                   help="train on this folder of faces (e.g. ../shared/data/celeba_hq/train) instead of the sample")
+    p.add_argument("--test_faces", default=None,
+                   help="score on this folder of faces with the shared README's noise draws (bench/quality.py)")
+    p.add_argument("--images_per_batch", type=int, default=8, help="training images per tf.data batch (patches are shuffled)")
+    p.add_argument("--eq_fraction", type=float, default=1.0, help="the D4 term's share of each batch")
+    p.add_argument("--precision", default="float32", choices=["float32", "mixed_bfloat16"])
     return p.parse_args(argv)
 
 
@@ -80,8 +94,14 @@ def run(args: argparse.Namespace) -> None:
 
     noise = parse_noise(args.noise, args.noise_level)
     paths = ensure_sample(args.cache_dir, scale=args.scale)
-    clean = list(sample_test_images(args.scale))
-    sets = {"sample test photos": ([add_noise(c, noise, (args.seed, i, TEST_STREAM)) for i, c in enumerate(clean)], clean)}
+    if args.test_faces:
+        from bench.quality import faces_test_set
+
+        faces = list(faces_test_set(args.test_faces, noise).open())
+        sets = {"test faces": ([f.noisy for f in faces], [f.clean for f in faces])}
+    else:
+        clean = list(sample_test_images(args.scale))
+        sets = {"sample test photos": ([add_noise(c, noise, (args.seed, i, TEST_STREAM)) for i, c in enumerate(clean)], clean)}
     if args.test_pairs:
         from data.sidd import pair_noisy_gt_folders
 
@@ -97,14 +117,21 @@ def run(args: argparse.Namespace) -> None:
                                                for name, pair in sets.items()))
         return
     set_seeds(args.seed)
-    model = build_vae(VAEConfig(latent_dim=args.latent_dim, lambda_kl=1e-3, lambda_latent=1e-2, lambda_eq=0.1, bn_momentum=0.9))
+    model = build_vae(VAEConfig(latent_dim=args.latent_dim, lambda_kl=1e-3, lambda_latent=1e-2, lambda_eq=0.1, bn_momentum=0.9,
+                                eq_fraction=args.eq_fraction, precision=args.precision))
     with tempfile.TemporaryDirectory() as work:
+        train_dir = paths.train_dir
+        if args.train_faces:
+            from data.celeba import write_folder_as_tfrecords
+
+            train_dir = Path(work) / "faces_tfrecords"
+            write_folder_as_tfrecords(args.train_faces, train_dir, prefix="train")
         for epoch in range(1, args.epochs + 1):
             started = time.perf_counter()
-            data = tfrecord_train_pairs(paths.train_dir, noise, args.seed, shuffle_buffer=0).batch(8)
+            data = tfrecord_train_pairs(train_dir, noise, args.seed, shuffle_buffer=0).batch(args.images_per_batch)
             cfg = TrainConfig(epochs=epoch, batch_size=args.batch_size, learning_rate=args.learning_rate,
                               seed=args.seed, progress=False)
-            train_vae(model, data, cfg, work, resume=True)
+            train_vae(model, data, cfg, Path(work) / "vae", resume=True)
             seconds = time.perf_counter() - started
             line = "; ".join(f"{name} {' / '.join(f'{v:.2f}' for v in scores(model, *pair))}" for name, pair in sets.items())
             print(f"epoch {epoch} ({seconds:.0f} s): {line}", flush=True)
