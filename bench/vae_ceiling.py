@@ -58,6 +58,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--images_per_batch", type=int, default=8, help="training images per tf.data batch (patches are shuffled)")
     p.add_argument("--eq_fraction", type=float, default=1.0, help="the D4 term's share of each batch")
     p.add_argument("--precision", default="float32", choices=["float32", "mixed_bfloat16"])
+    p.add_argument("--lr_decay_epochs", type=int, default=0,
+                   help="cosine decay of the rate to 0 over this many epochs (0: constant, the default)")
     return p.parse_args(argv)
 
 
@@ -130,7 +132,7 @@ def run(args: argparse.Namespace) -> None:
             started = time.perf_counter()
             data = tfrecord_train_pairs(train_dir, noise, args.seed, shuffle_buffer=0).batch(args.images_per_batch)
             cfg = TrainConfig(epochs=epoch, batch_size=args.batch_size, learning_rate=args.learning_rate,
-                              seed=args.seed, progress=False)
+                              seed=args.seed, progress=False, lr_decay_epochs=args.lr_decay_epochs)
             train_vae(model, data, cfg, Path(work) / "vae", resume=True)
             seconds = time.perf_counter() - started
             line = "; ".join(f"{name} {' / '.join(f'{v:.2f}' for v in scores(model, *pair))}" for name, pair in sets.items())

@@ -28,6 +28,7 @@ from rl.sac import SACConfig
 
 BASELINES = ("nlm", "tv", "bm3d", "authors")
 FINETUNE_DATA = ("outputs", "all")
+LR_SCHEDULES = ("constant", "cosine")
 AGENT_EPISODES = (40, 15)  # agent episodes in round 0 and in later rounds
 SAMPLE_AGENT_EPISODES = (20, 10)  # the same on the embedded sample (a run of minutes, not hours)
 SAMPLE_ENHANCE_IMAGES = 50  # training images enhanced per round on the embedded sample
@@ -72,6 +73,7 @@ class RunConfig:
     finetune_epochs: int | None = None  # VAE epochs in rounds >= 1; None: half of train.epochs
     finetune_lr: float | None = None  # VAE learning rate in rounds >= 1; None: a tenth of train.learning_rate
     finetune_data: str = "outputs"  # rounds >= 1 fine-tune on: round r-1's outputs, or all (noisy + every round's outputs)
+    lr_schedule: str = "constant"  # the VAE's Adam rate in each round: constant (authors'), or cosine to 0 over its epochs
     cluster_images: int = 2000
     knn: int = 8
     symmetrise: bool = False
@@ -172,6 +174,10 @@ def add_common_flags(parser: argparse.ArgumentParser, defaults: Mapping[str, Any
     m.add_argument("--images_per_batch", type=int, default=run.images_per_batch, help="images split into patches at once")
     m.add_argument("--finetune_epochs", type=int, default=None, help="VAE epochs in rounds >= 1 (default: half of --epoch)")
     m.add_argument("--finetune_lr", type=float, default=None, help="VAE learning rate in rounds >= 1 (default: a tenth of --learning_rate)")
+    m.add_argument("--lr_schedule", default=run.lr_schedule, choices=LR_SCHEDULES,
+                   help="the VAE's Adam rate in each round: constant (the authors'), or cosine: from --learning_rate "
+                        "to 0 over the round's epochs (on the CelebA-HQ faces: no gain in the pipeline at 10 epochs, "
+                        "docs/vae.md)")
     m.add_argument("--finetune_data", default=run.finetune_data, choices=FINETUNE_DATA,
                    help="what rounds >= 1 fine-tune the VAE on: 'outputs', round r-1's enhanced training images (the "
                         "inputs round r meets at test time), or 'all': the noisy pairs and every earlier round's outputs")
@@ -265,7 +271,8 @@ def build_run_config(args: argparse.Namespace, defaults: Mapping[str, Any], give
         max_train_images=flags["max_train_images"], max_test_images=flags["max_test_images"],
         strategy=flags["strategy"], images_per_batch=flags["images_per_batch"],
         finetune_epochs=flags["finetune_epochs"], finetune_lr=flags["finetune_lr"],
-        finetune_data=flags["finetune_data"], cluster_images=flags["cluster_images"], knn=flags["knn"],
+        finetune_data=flags["finetune_data"], lr_schedule=flags["lr_schedule"],
+        cluster_images=flags["cluster_images"], knn=flags["knn"],
         symmetrise=flags["symmetrise"], agent_episodes=schedule, agent_images=flags["agent_images"],
         agent_check_images=flags["agent_check_images"], enhance_images=flags["enhance_images"],
         noise=parse_noise(flags["noise"], flags["noise_level"]) if flags["noise"] is not None else None,

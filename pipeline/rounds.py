@@ -133,6 +133,8 @@ def _vae_phase(cfg: RunConfig, data: RunData, r: int, state: RunState, previous:
     train_cfg = dataclasses.replace(cfg.train, epochs=cfg.vae_epochs(r), learning_rate=cfg.vae_learning_rate(r),
                                     seed=seed, progress=True,
                                     kl_warmup_steps=cfg.train.kl_warmup_steps if start is None else 0)
+    if cfg.lr_schedule == "cosine":
+        train_cfg = dataclasses.replace(train_cfg, lr_decay_epochs=train_cfg.epochs)
     if train_cfg.epochs == 0:  # --epoch 0 with --init_from: the saved VAE as it is
         LOG.info("round %d: the VAE is used as it is (--epoch 0)", r)
         history = {}

@@ -195,6 +195,33 @@ def test_compiled_inference_matches_eager_with_few_shapes():
         compiled.denoise(x[:, :8])
 
 
+def test_cosine_rate_halves_at_mid_decay_and_stops_training_after_it(tmp_path):
+    """--lr_decay_epochs N: the rate is 0.5 (1 + cos(pi t / T)) of the base at step t of T = N epochs'
+    steps, and 0 after; an epoch after the decay leaves every trained weight where it was."""
+    from models.training import learning_rate_schedule
+
+    schedule = learning_rate_schedule(TrainConfig(learning_rate=1e-3, lr_decay_epochs=2), steps_per_epoch=5)
+    np.testing.assert_allclose([float(schedule(t)) for t in (0, 5, 10, 20)], [1e-3, 5e-4, 0.0, 0.0], atol=1e-9)
+    assert learning_rate_schedule(TrainConfig(learning_rate=1e-3), None) == 1e-3  # the default: constant
+    with pytest.raises(ConfigError, match="lr_decay_epochs"):
+        learning_rate_schedule(TrainConfig(lr_decay_epochs=-1), 5)
+
+    tf.random.set_seed(0)
+    noisy, clean = _images(size=48)
+    data = _dataset(noisy, clean)
+    model = build_vae(VAEConfig(**GREY))
+    cfg = TrainConfig(epochs=1, batch_size=16, steps_per_epoch=5, progress=False, lr_decay_epochs=1)
+    model(tf.zeros([1, 16, 16, 1]))
+    initial = [w.numpy() for w in model.trainable_weights]
+    train_vae(model, data, cfg, tmp_path)
+    after_decay = [w.numpy() for w in model.trainable_weights]
+    assert max(np.abs(a - b).max() for a, b in zip(initial, after_decay)) > 1e-4  # the decaying epoch trained
+    train_vae(model, data, TrainConfig(epochs=2, batch_size=16, steps_per_epoch=5, progress=False, lr_decay_epochs=1),
+              tmp_path, resume=True)
+    for a, b in zip(after_decay, model.trainable_weights):
+        np.testing.assert_allclose(b.numpy(), a, atol=1e-7)
+
+
 def test_patch_batch_count_of_an_image_stream():
     """The progress bar's total: 5 images of 40x52 -> 3 x 4 = 12 patches each (block 16, overlap 4)
     -> 60 patches -> 7 full batches of 8."""
