@@ -99,9 +99,10 @@ def learning_rate_schedule(cfg: TrainConfig, steps_per_epoch: int | None):
     many epochs of `steps_per_epoch` steps (a function of the optimizer's step, so resuming continues it)."""
     if not cfg.lr_decay_epochs:
         return cfg.learning_rate
-    if cfg.lr_decay_epochs < 0:
-        raise ConfigError(f"--lr_decay_epochs must be >= 0, got {cfg.lr_decay_epochs}")
-    decay_steps = max(1, cfg.lr_decay_epochs * int(steps_per_epoch or 1))
+    if cfg.lr_decay_epochs < 0 or not steps_per_epoch:
+        raise ConfigError(f"TrainConfig.lr_decay_epochs ({cfg.lr_decay_epochs}) needs to be >= 0 and a known "
+                          f"number of steps per epoch (got {steps_per_epoch})")
+    decay_steps = max(1, cfg.lr_decay_epochs * steps_per_epoch)
     return keras.optimizers.schedules.CosineDecay(cfg.learning_rate, decay_steps, alpha=0.0)
 
 
