@@ -19,6 +19,10 @@ the from-scratch faces VAE (docs/vae.md, "Faces from scratch"), e.g.
 
     python bench/vae_ceiling.py --noise gaussian_var --noise_level 0.02 --latent_dim 72 --epochs 30 \
         --train_faces ../shared/data/celeba_hq/train --test_faces ../shared/data/celeba_hq/val
+
+Designs of the same curve: --fresh_noise (new training noise every epoch) and --augment_shift 12
+(random grid shifts and mirror flips, data/augment.py), --ema 0.995 (each epoch ends at the
+moving average of the weights, TrainConfig.ema_momentum), --lr_decay_epochs N (cosine rate).
 """
 from __future__ import annotations
 
@@ -60,6 +64,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--precision", default="float32", choices=["float32", "mixed_bfloat16"])
     p.add_argument("--lr_decay_epochs", type=int, default=0,
                    help="cosine decay of the rate to 0 over this many epochs (0: constant, the default)")
+    p.add_argument("--fresh_noise", action="store_true",
+                   help="draw the training noise anew every epoch (data/augment.py; default: the same draws every epoch)")
+    p.add_argument("--augment_shift", type=int, default=0,
+                   help="shift each training image by up to this many pixels and mirror it at random, anew every epoch (0: off)")
+    p.add_argument("--ema", type=float, default=0.0,
+                   help="end each epoch at the moving average of the weights with this momentum per step (0: off)")
     return p.parse_args(argv)
 
 
@@ -88,6 +98,7 @@ def scores(model, noisy: list[np.ndarray], clean: list[np.ndarray]) -> tuple[flo
 def run(args: argparse.Namespace) -> None:
     from data.images import read_image
     from data.noise import add_noise, parse_noise
+    from data.augment import renoised_pairs, shifted_flipped_pairs
     from data.pairs import TEST_STREAM, tfrecord_train_pairs
     from data.sample import ensure_sample, sample_test_images
     from models.training import TrainConfig, train_vae
@@ -130,9 +141,16 @@ def run(args: argparse.Namespace) -> None:
             write_folder_as_tfrecords(args.train_faces, train_dir, prefix="train")
         for epoch in range(1, args.epochs + 1):
             started = time.perf_counter()
-            data = tfrecord_train_pairs(train_dir, noise, args.seed, shuffle_buffer=0).batch(args.images_per_batch)
+            data = tfrecord_train_pairs(train_dir, noise, args.seed, shuffle_buffer=0)
+            epoch_seed = args.seed + 7919 * epoch  # this loop rebuilds the stream every epoch
+            if args.fresh_noise:
+                data = renoised_pairs(data, noise, epoch_seed)
+            if args.augment_shift:
+                data = shifted_flipped_pairs(data, args.augment_shift, epoch_seed)
+            data = data.batch(args.images_per_batch)
             cfg = TrainConfig(epochs=epoch, batch_size=args.batch_size, learning_rate=args.learning_rate,
-                              seed=args.seed, progress=False, lr_decay_epochs=args.lr_decay_epochs)
+                              seed=args.seed, progress=False, lr_decay_epochs=args.lr_decay_epochs,
+                              ema_momentum=args.ema)
             train_vae(model, data, cfg, Path(work) / "vae", resume=True)
             seconds = time.perf_counter() - started
             line = "; ".join(f"{name} {' / '.join(f'{v:.2f}' for v in scores(model, *pair))}" for name, pair in sets.items())

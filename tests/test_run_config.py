@@ -40,11 +40,12 @@ def test_each_flag_fills_its_typed_config_field():
                   "--batch_size", "32", "--learning_rate", "0.5", "--bn_momentum", "0.5", "--lambda_eq", "0",
                   "--kl_max", "0.2", "--action_low", "0", "--images_per_episode", "3", "--updates_per_step", "9",
                   "--lambda_db", "2", "--overlap", "2", "--block_size", "8", "--latent_dim", "5", "--sample_std", "0",
-                  "--kl_warmup_steps", "7", "--logvar_bias_init", "-6", "--lr_schedule", "cosine")
+                  "--kl_warmup_steps", "7", "--logvar_bias_init", "-6", "--lr_schedule", "cosine",
+                  "--ema_momentum", "0.99")
     assert (cfg.env.steps, cfg.env.gate, cfg.env.lambda_db, cfg.env.overlap, cfg.env.block_size) == (5, "latent", 2.0, 2, 8)
     assert (cfg.clusters.cap, cfg.clusters.num_clusters) == (7, 3)
     assert (cfg.train.epochs, cfg.train.batch_size, cfg.train.learning_rate, cfg.train.overlap) == (4, 32, 0.5, 2)
-    assert cfg.train.kl_warmup_steps == 7
+    assert cfg.train.kl_warmup_steps == 7 and cfg.train.ema_momentum == 0.99
     assert cfg.lr_schedule == "cosine" and cfg.train.lr_decay_epochs == 0  # each round sets it to its epochs
     assert (cfg.vae.bn_momentum, cfg.vae.lambda_eq, cfg.vae.block_size, cfg.vae.latent_dim) == (0.5, 0.0, 8, 5)
     assert (cfg.vae.sample_std, cfg.vae.logvar_bias_init) == (0.0, -6.0)
@@ -80,6 +81,7 @@ def test_record_survives_json_and_names_every_config():
     (["--rl_steps", "0"], "--rl_steps"),
     (["--kl_max", "0"], "--kl_max"),
     (["--kl_warmup_steps", "-1"], "--kl_warmup_steps must be at least 0"),
+    (["--ema_momentum", "1"], r"--ema_momentum must be in \[0, 1\)"),
 ])
 def test_bad_flags_name_the_flag(argv, message):
     with pytest.raises(ConfigError, match=message):

@@ -315,3 +315,42 @@ def test_frozen_batch_norm_keeps_its_statistics_through_training_and_recalibrati
     for before, after in zip(frozen, bn.weights):
         np.testing.assert_array_equal(after.numpy(), before)
     assert not np.allclose(dense.kernel.numpy(), dense_before)
+
+
+def test_training_with_a_weight_average_ends_at_the_average_of_its_steps(tmp_path):
+    """TrainConfig.ema_momentum m: the model leaves train_vae with the moving average of its
+    weights over the steps (Keras: a = m a + (1 - m) w after each step, a = w after the first),
+    rebuilt here from the raw weights each epoch's checkpoint holds; the checkpoints keep the
+    raw weights, so a resumed run ends at the same average."""
+    from models.training import ema_options
+
+    assert ema_options(TrainConfig()) == {}
+    with pytest.raises(ConfigError, match="ema_momentum"):
+        ema_options(TrainConfig(ema_momentum=1.0))
+
+    tf.random.set_seed(0)
+    noisy, clean = _images(size=48)
+    data = _dataset(noisy, clean)
+    m = 0.5
+    cfg = TrainConfig(epochs=3, batch_size=16, steps_per_epoch=1, progress=False, ema_momentum=m)
+    model = build_vae(VAEConfig(**GREY))
+    train_vae(model, data, cfg, tmp_path)
+    ended = [w.numpy() for w in model.trainable_weights]
+
+    raw = []
+    for step in (1, 2, 3):
+        copy = build_vae(VAEConfig(**GREY))
+        copy(tf.zeros([1, 16, 16, 1]))
+        tf.train.Checkpoint(**copy.submodels()).restore(str(tmp_path / "checkpoints" / f"ckpt-{step}")).expect_partial()
+        raw.append([w.numpy() for w in copy.trainable_weights])
+    average = raw[0]
+    for weights in raw[1:]:
+        average = [m * a + (1 - m) * w for a, w in zip(average, weights)]
+    assert max(np.abs(a - b).max() for a, b in zip(raw[-1], ended)) > 1e-4  # not the last step's weights
+    for a, b in zip(average, ended):
+        np.testing.assert_allclose(b, a, atol=1e-6)
+
+    resumed = build_vae(VAEConfig(**GREY))
+    assert train_vae(resumed, data, cfg, tmp_path, resume=True)["epoch"] == []
+    for a, b in zip(ended, resumed.trainable_weights):
+        np.testing.assert_allclose(b.numpy(), a, atol=1e-7)
