@@ -49,7 +49,7 @@ AT_LEAST = {  # flag -> smallest valid value (None values mean "the default" and
     "agent_images": 1, "images_per_episode": 1, "updates_per_step": 1, "epoch": 0, "finetune_epochs": 1,
     "cluster_images": 1, "cluster_cap": 1, "file_batch": 1, "agent_episodes": 1, "enhance_images": 1,
     "max_train_images": 1, "max_test_images": 1, "recursions": 0, "agent_check_images": 0,
-    "bn_recalibration_batches": 0, "kl_warmup_steps": 0,
+    "bn_recalibration_batches": 0, "kl_warmup_steps": 0, "augment_shift": 0,
 }
 
 
@@ -74,6 +74,8 @@ class RunConfig:
     finetune_lr: float | None = None  # VAE learning rate in rounds >= 1; None: a tenth of train.learning_rate
     finetune_data: str = "outputs"  # rounds >= 1 fine-tune on: round r-1's outputs, or all (noisy + every round's outputs)
     lr_schedule: str = "constant"  # the VAE's Adam rate in each round: constant (authors'), or cosine to 0 over its epochs
+    fresh_noise: bool = False  # round 0's VAE stream draws new synthetic noise on every epoch (data/augment.py)
+    augment_shift: int = 0  # the VAE's training images shifted by up to this many pixels and mirrored, every epoch (0: off)
     cluster_images: int = 2000
     knn: int = 8
     symmetrise: bool = False
@@ -183,6 +185,12 @@ def add_common_flags(parser: argparse.ArgumentParser, defaults: Mapping[str, Any
                         "momentum m per step (0: the last step's weights, the authors'). The starting weights keep a "
                         "share m^steps of the average: 0.2%% for 0.995 over the 1,240 steps of 10 epochs on 36 faces; "
                         "on those faces no gain at 10 epochs, docs/vae.md")
+    m.add_argument("--fresh_noise", action="store_true",
+                   help="draw new synthetic noise for the VAE's round-0 training images on every epoch (default: "
+                        "seeded by the image's position in the stream, so the same draws return; docs/vae.md)")
+    m.add_argument("--augment_shift", type=int, default=run.augment_shift,
+                   help="shift the VAE's training images by up to this many pixels and mirror them left-right at random, "
+                        "anew every epoch (0: off; the grid's stride, 12 by default, reaches every offset; docs/vae.md)")
     m.add_argument("--finetune_data", default=run.finetune_data, choices=FINETUNE_DATA,
                    help="what rounds >= 1 fine-tune the VAE on: 'outputs', round r-1's enhanced training images (the "
                         "inputs round r meets at test time), or 'all': the noisy pairs and every earlier round's outputs")
@@ -277,6 +285,7 @@ def build_run_config(args: argparse.Namespace, defaults: Mapping[str, Any], give
         strategy=flags["strategy"], images_per_batch=flags["images_per_batch"],
         finetune_epochs=flags["finetune_epochs"], finetune_lr=flags["finetune_lr"],
         finetune_data=flags["finetune_data"], lr_schedule=flags["lr_schedule"],
+        fresh_noise=flags.get("fresh_noise", False), augment_shift=flags.get("augment_shift", 0),
         cluster_images=flags["cluster_images"], knn=flags["knn"],
         symmetrise=flags["symmetrise"], agent_episodes=schedule, agent_images=flags["agent_images"],
         agent_check_images=flags["agent_check_images"], enhance_images=flags["enhance_images"],
@@ -364,6 +373,8 @@ def _check(flags: Mapping[str, Any]) -> None:
         raise ConfigError(f"--knn {flags['knn']} is more than the --cluster_cap {flags['cluster_cap']} latents kept per cluster")
     if not 0.0 <= flags.get("ema_momentum", 0.0) < 1.0:
         raise ConfigError(f"--ema_momentum must be in [0, 1) (0: off), got {flags['ema_momentum']}")
+    if flags.get("fresh_noise") and flags.get("noise") in (None, "none"):
+        raise ConfigError("--fresh_noise needs a synthetic --noise model (real noisy/clean pairs cannot be re-noised)")
     if flags["resume"] and flags["overwrite"]:
         raise ConfigError("--resume and --overwrite contradict each other: continue the run in --out_dir, or replace it")
     if flags["authors_weights"] and not Path(flags["authors_weights"]).is_dir():

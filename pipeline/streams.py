@@ -10,7 +10,9 @@ from typing import Callable, Iterator
 import numpy as np
 import tensorflow as tf
 
+from data.augment import renoised_pairs, shifted_flipped_pairs
 from data.celeba import celeba_dataset
+from data.errors import ConfigError
 from data.color import to_model_space
 from data.pairs import TestSet
 from data.patches import split_patches
@@ -103,7 +105,11 @@ def vae_training_images(cfg: RunConfig, data: RunData, r: int) -> tf.data.Datase
         pairs = round_input_pairs(cfg, data, 0)
         if cfg.init_from and cfg.agent_check_images:
             pairs = without_check_pairs(agent_windows(cfg, data, 0), pairs)
-        return pairs.batch(cfg.images_per_batch, drop_remainder=False)
+        if cfg.fresh_noise:
+            if cfg.noise is None:
+                raise ConfigError("--fresh_noise needs a synthetic --noise model")
+            pairs = renoised_pairs(pairs, cfg.noise, cfg.seed)
+        return augmented(cfg, pairs).batch(cfg.images_per_batch, drop_remainder=False)
     earlier = range(r) if cfg.finetune_data == "all" else [r - 1]
     windows = agent_windows(cfg, data, r)
     streams = [without_check_pairs(windows, enhanced_pairs(cfg, previous)) for previous in earlier]
@@ -112,7 +118,12 @@ def vae_training_images(cfg: RunConfig, data: RunData, r: int) -> tf.data.Datase
     mixed = streams[0]
     for other in streams[1:]:
         mixed = mixed.concatenate(other)
-    return mixed.batch(cfg.images_per_batch, drop_remainder=False)
+    return augmented(cfg, mixed).batch(cfg.images_per_batch, drop_remainder=False)
+
+
+def augmented(cfg: RunConfig, pairs: tf.data.Dataset) -> tf.data.Dataset:
+    """The VAE's training pairs with `--augment_shift`'s random shifts and flips (new every epoch)."""
+    return shifted_flipped_pairs(pairs, cfg.augment_shift, cfg.seed) if cfg.augment_shift else pairs
 
 
 def clean_patch_batches(cfg: RunConfig, data: RunData) -> Iterator[np.ndarray]:

@@ -181,3 +181,33 @@ def test_agent_and_check_windows_do_not_depend_on_the_phase_seed():
         np.testing.assert_array_equal(check, windows[0][1])
     seen = {c.tobytes() for c in windows[0][0]}
     assert not any(c.tobytes() in seen for c in windows[0][1])
+
+
+def test_round0_vae_stream_with_fresh_noise_and_shifts_changes_every_epoch():
+    """--fresh_noise --augment_shift: each pass over round 0's VAE stream gives new noise and new
+    moves of the same clean images (the targets stay the images, moved); without them every pass
+    is the same."""
+    from data.noise import parse_noise
+
+    clean = _crops(4)
+    noisy = _noisy(clean)
+    data = SimpleNamespace(train_pairs=lambda: tf.data.Dataset.from_tensor_slices((noisy, clean)))
+    plain = RunConfig(images_per_batch=2)
+    one = [x for x, _ in vae_training_images(plain, data, 0).as_numpy_iterator()]
+    two = [x for x, _ in vae_training_images(plain, data, 0).as_numpy_iterator()]
+    np.testing.assert_array_equal(np.concatenate(one), noisy)
+    np.testing.assert_array_equal(np.concatenate(two), noisy)
+
+    cfg = dataclasses.replace(plain, fresh_noise=True, augment_shift=3, noise=parse_noise("gaussian_var", 0.01))
+    stream = vae_training_images(cfg, data, 0)
+    passes = [[np.concatenate(p) for p in zip(*stream.as_numpy_iterator())] for _ in range(2)]
+    (noisy1, clean1), (noisy2, clean2) = passes
+    assert not np.allclose(noisy1, noisy) and not np.allclose(noisy1, noisy2)
+    residual = noisy1 - clean1  # the new noise sits on the moved clean image
+    assert 0.05 < residual.std() < 0.15 and abs(residual.mean()) < 0.02
+    assert not np.array_equal(clean1, clean2) or not np.array_equal(clean1, clean)  # moved at random
+    for moved, image in zip(clean1, clean):  # each target is a shift (and maybe a mirror) of its image
+        h, w = image.shape[:2]
+        padded = np.pad(image, [(0, 3), (0, 3), (0, 0)], mode="reflect")
+        assert any(np.array_equal(moved, c) for dy in range(4) for dx in range(4)
+                   for c in (padded[dy:dy + h, dx:dx + w], padded[dy:dy + h, dx:dx + w][:, ::-1]))

@@ -41,11 +41,12 @@ def test_each_flag_fills_its_typed_config_field():
                   "--kl_max", "0.2", "--action_low", "0", "--images_per_episode", "3", "--updates_per_step", "9",
                   "--lambda_db", "2", "--overlap", "2", "--block_size", "8", "--latent_dim", "5", "--sample_std", "0",
                   "--kl_warmup_steps", "7", "--logvar_bias_init", "-6", "--lr_schedule", "cosine",
-                  "--ema_momentum", "0.99")
+                  "--ema_momentum", "0.99", "--fresh_noise", "--augment_shift", "12")
     assert (cfg.env.steps, cfg.env.gate, cfg.env.lambda_db, cfg.env.overlap, cfg.env.block_size) == (5, "latent", 2.0, 2, 8)
     assert (cfg.clusters.cap, cfg.clusters.num_clusters) == (7, 3)
     assert (cfg.train.epochs, cfg.train.batch_size, cfg.train.learning_rate, cfg.train.overlap) == (4, 32, 0.5, 2)
     assert cfg.train.kl_warmup_steps == 7 and cfg.train.ema_momentum == 0.99
+    assert cfg.fresh_noise and cfg.augment_shift == 12
     assert cfg.lr_schedule == "cosine" and cfg.train.lr_decay_epochs == 0  # each round sets it to its epochs
     assert (cfg.vae.bn_momentum, cfg.vae.lambda_eq, cfg.vae.block_size, cfg.vae.latent_dim) == (0.5, 0.0, 8, 5)
     assert (cfg.vae.sample_std, cfg.vae.logvar_bias_init) == (0.0, -6.0)
@@ -82,6 +83,8 @@ def test_record_survives_json_and_names_every_config():
     (["--kl_max", "0"], "--kl_max"),
     (["--kl_warmup_steps", "-1"], "--kl_warmup_steps must be at least 0"),
     (["--ema_momentum", "1"], r"--ema_momentum must be in \[0, 1\)"),
+    (["--augment_shift", "-1"], "--augment_shift must be at least 0"),
+    (["--noise", "none", "--fresh_noise"], "--fresh_noise needs a synthetic --noise"),
 ])
 def test_bad_flags_name_the_flag(argv, message):
     with pytest.raises(ConfigError, match=message):
