@@ -103,8 +103,8 @@ def main(argv=None) -> int:
             }
             rates: dict[str, list[float]] = {name: [] for name in rows}
             for r in range(args.repeats):
-                for name, row in rows.items():
-                    rates[name].append(run_row(*row[:1], args, *row[1:]))
+                for name, (root, jit, eq_fraction) in rows.items():
+                    rates[name].append(run_row(root, args, jit, eq_fraction))
                 print(f"repeat {r + 1}/{args.repeats} done", file=sys.stderr, flush=True)
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(baseline)], capture_output=True)

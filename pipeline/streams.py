@@ -12,8 +12,8 @@ import tensorflow as tf
 
 from data.augment import renoised_pairs, shifted_flipped_pairs
 from data.celeba import celeba_dataset
-from data.errors import ConfigError
 from data.color import to_model_space
+from data.errors import ConfigError
 from data.pairs import TestSet
 from data.patches import split_patches
 from pipeline.config import RunConfig
