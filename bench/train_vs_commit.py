@@ -6,10 +6,11 @@ checked out into a temporary git worktree, and each row runs in a process of its
 on sys.path), round-robin, `--repeats` times; medians. Every row times the same training step
 (a fresh default VAE, all loss terms with lambda_eq 0.1, Adam, one random D4 element per step,
 as `models.training.make_train_step`) on the same random patch batches; only the model code
-differs between the trees. This tree also gets rows with XLA (`jit_compile=True`) and with the
-D4 term on a quarter of each batch (`VAEConfig.eq_fraction`).
+differs between the trees. This tree also gets rows with XLA (`jit_compile=True`), with the
+D4 term on a quarter of each batch (`VAEConfig.eq_fraction`), and at the batch sizes of
+`--tree_batches` (each such row times the same number of patch pairs in more, smaller steps).
 
-    python bench/train_vs_commit.py [--commit c728e22] [--batch 128] [--steps 4] [--repeats 5]
+    python bench/train_vs_commit.py [--commit c728e22] [--batch 128] [--steps 4] [--repeats 5] [--tree_batches 32]
 """
 from __future__ import annotations
 
@@ -64,8 +65,9 @@ def child(root: str, batch: int, steps: int, jit: bool, eq_fraction: float) -> N
     print(json.dumps({"pairs_per_s": steps * batch / (time.perf_counter() - start)}))
 
 
-def run_row(root: str, args: argparse.Namespace, jit: bool, eq_fraction: float) -> float:
-    cmd = [sys.executable, __file__, "--child", root, "--batch", str(args.batch), "--steps", str(args.steps),
+def run_row(root: str, args: argparse.Namespace, jit: bool, eq_fraction: float, batch: int) -> float:
+    steps = max(1, args.steps * args.batch // batch)  # the same patch pairs whatever the batch size
+    cmd = [sys.executable, __file__, "--child", root, "--batch", str(batch), "--steps", str(steps),
            "--eq_fraction", str(eq_fraction)] + (["--xla"] if jit else [])
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode:
@@ -79,10 +81,14 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=128, help="patch pairs per step (the pipeline's default)")
     p.add_argument("--steps", type=int, default=4, help="timed steps per row and repeat")
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--tree_batches", type=int, nargs="*", default=[],
+                   help="extra rows: this tree, float32, at these batch sizes")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--xla", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--eq_fraction", type=float, default=1.0, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if min([args.batch, args.steps, args.repeats, *args.tree_batches]) < 1:
+        p.error("--batch, --steps, --repeats and --tree_batches must be >= 1")
     if args.child:
         child(args.child, args.batch, args.steps, args.xla, args.eq_fraction)
         return 0
@@ -96,21 +102,22 @@ def main(argv=None) -> int:
             raise SystemExit(f"error: --commit {args.commit}: git could not check it out ({added.stderr.strip()})")
         try:
             rows = {
-                f"commit {args.commit}, float32": (str(baseline), False, 1.0),
-                "this tree, float32": (str(ROOT), False, 1.0),
-                "this tree, float32, XLA": (str(ROOT), True, 1.0),
-                "this tree, float32, D4 on 25% of a batch": (str(ROOT), False, 0.25),
+                f"commit {args.commit}, float32": (str(baseline), False, 1.0, args.batch),
+                "this tree, float32": (str(ROOT), False, 1.0, args.batch),
+                "this tree, float32, XLA": (str(ROOT), True, 1.0, args.batch),
+                "this tree, float32, D4 on 25% of a batch": (str(ROOT), False, 0.25, args.batch),
+                **{f"this tree, float32, batch {b}": (str(ROOT), False, 1.0, b) for b in args.tree_batches},
             }
             rates: dict[str, list[float]] = {name: [] for name in rows}
             for r in range(args.repeats):
-                for name, (root, jit, eq_fraction) in rows.items():
-                    rates[name].append(run_row(root, args, jit, eq_fraction))
+                for name, (root, jit, eq_fraction, batch) in rows.items():
+                    rates[name].append(run_row(root, args, jit, eq_fraction, batch))
                 print(f"repeat {r + 1}/{args.repeats} done", file=sys.stderr, flush=True)
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(baseline)], capture_output=True)
     medians = {name: float(np.median(v)) for name, v in rates.items()}
     first = medians[next(iter(medians))]
-    print(f"VAE training step, batch {args.batch}, medians of {args.repeats} round-robin repeats (patch pairs/s):")
+    print(f"VAE training step, batch {args.batch} unless named, medians of {args.repeats} round-robin repeats (patch pairs/s):")
     for name, value in medians.items():
         print(f"  {name:45s} {value:8.0f}  {value / first:5.2f}x")
     return 0
