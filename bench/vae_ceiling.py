@@ -22,7 +22,8 @@ the from-scratch faces VAE (docs/vae.md, "Faces from scratch"), e.g.
 
 Designs of the same curve: --fresh_noise (new training noise every epoch) and --augment_shift 12
 (random grid shifts and mirror flips, data/augment.py), --ema 0.995 (each epoch ends at the
-moving average of the weights, TrainConfig.ema_momentum), --lr_decay_epochs N (cosine rate).
+moving average of the weights, TrainConfig.ema_momentum), --lr_decay_epochs N (cosine rate),
+--sample_std 0 (decode the latent means in training).
 """
 from __future__ import annotations
 
@@ -70,6 +71,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="shift each training image by up to this many pixels and mirror it at random, anew every epoch (0: off)")
     p.add_argument("--ema", type=float, default=0.0,
                    help="end each epoch at the moving average of the weights with this momentum per step (0: off)")
+    p.add_argument("--sample_std", type=float, default=1.0,
+                   help="std of the latent samples decoded in training (VAEConfig.sample_std; 0: decode the means)")
     return p.parse_args(argv)
 
 
@@ -131,7 +134,7 @@ def run(args: argparse.Namespace) -> None:
         return
     set_seeds(args.seed)
     model = build_vae(VAEConfig(latent_dim=args.latent_dim, lambda_kl=1e-3, lambda_latent=1e-2, lambda_eq=0.1, bn_momentum=0.9,
-                                eq_fraction=args.eq_fraction, precision=args.precision))
+                                eq_fraction=args.eq_fraction, precision=args.precision, sample_std=args.sample_std))
     with tempfile.TemporaryDirectory() as work:
         train_dir = paths.train_dir
         if args.train_faces:
