@@ -7,8 +7,10 @@ on sys.path), round-robin, `--repeats` times; medians. Every row times the same 
 (a fresh default VAE, all loss terms with lambda_eq 0.1, Adam, one random D4 element per step,
 as `models.training.make_train_step`) on the same random patch batches; only the model code
 differs between the trees. This tree also gets rows with XLA (`jit_compile=True`), with the
-D4 term on a quarter of each batch (`VAEConfig.eq_fraction`), and at the batch sizes of
-`--tree_batches` (each such row times the same number of patch pairs in more, smaller steps).
+D4 term on a quarter of each batch (`VAEConfig.eq_fraction`), in mixed bfloat16
+(`VAEConfig.precision`, alone and with the D4 term on a quarter), and at the batch sizes of
+`--tree_batches` (each such row times the same patch pairs in more, smaller steps, so each
+must divide --batch x --steps).
 
     python bench/train_vs_commit.py [--commit c728e22] [--batch 128] [--steps 4] [--repeats 5] [--tree_batches 32]
 """
@@ -25,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def child(root: str, batch: int, steps: int, jit: bool, eq_fraction: float) -> None:
+def child(root: str, batch: int, steps: int, jit: bool, eq_fraction: float, precision: str) -> None:
     """Time one tree's step; print {"pairs_per_s": ...} as the last line."""
     import time
 
@@ -41,6 +43,8 @@ def child(root: str, batch: int, steps: int, jit: bool, eq_fraction: float) -> N
     options = {"lambda_eq": 0.1}
     if eq_fraction < 1.0:
         options["eq_fraction"] = eq_fraction  # this tree only
+    if precision != "float32":
+        options["precision"] = precision  # this tree only
     model = build_vae(VAEConfig(**options))
     optimizer = keras.optimizers.Adam(1e-3)
     optimizer.build(model.trainable_variables)
@@ -65,10 +69,11 @@ def child(root: str, batch: int, steps: int, jit: bool, eq_fraction: float) -> N
     print(json.dumps({"pairs_per_s": steps * batch / (time.perf_counter() - start)}))
 
 
-def run_row(root: str, args: argparse.Namespace, jit: bool, eq_fraction: float, batch: int) -> float:
-    steps = max(1, args.steps * args.batch // batch)  # the same patch pairs whatever the batch size
+def run_row(root: str, args: argparse.Namespace, jit: bool, eq_fraction: float, batch: int,
+            precision: str) -> float:
+    steps = args.steps * args.batch // batch  # the same patch pairs whatever the batch size
     cmd = [sys.executable, __file__, "--child", root, "--batch", str(batch), "--steps", str(steps),
-           "--eq_fraction", str(eq_fraction)] + (["--xla"] if jit else [])
+           "--eq_fraction", str(eq_fraction), "--precision", precision] + (["--xla"] if jit else [])
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(f"error: the timing process for {root} failed:\n{done.stderr[-2000:]}")
@@ -86,12 +91,18 @@ def main(argv=None) -> int:
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--xla", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--eq_fraction", type=float, default=1.0, help=argparse.SUPPRESS)
+    p.add_argument("--precision", default="float32", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if min([args.batch, args.steps, args.repeats, *args.tree_batches]) < 1:
         p.error("--batch, --steps, --repeats and --tree_batches must be >= 1")
     if args.child:
-        child(args.child, args.batch, args.steps, args.xla, args.eq_fraction)
+        child(args.child, args.batch, args.steps, args.xla, args.eq_fraction, args.precision)
         return 0
+    pairs = args.batch * args.steps
+    uneven = [b for b in args.tree_batches if pairs % b]
+    if uneven:
+        p.error(f"--tree_batches {' '.join(map(str, uneven))}: each must divide --batch x --steps = {pairs} "
+                "(every row times the same patch pairs)")
     import numpy as np
 
     with tempfile.TemporaryDirectory() as work:
@@ -102,16 +113,18 @@ def main(argv=None) -> int:
             raise SystemExit(f"error: --commit {args.commit}: git could not check it out ({added.stderr.strip()})")
         try:
             rows = {
-                f"commit {args.commit}, float32": (str(baseline), False, 1.0, args.batch),
-                "this tree, float32": (str(ROOT), False, 1.0, args.batch),
-                "this tree, float32, XLA": (str(ROOT), True, 1.0, args.batch),
-                "this tree, float32, D4 on 25% of a batch": (str(ROOT), False, 0.25, args.batch),
-                **{f"this tree, float32, batch {b}": (str(ROOT), False, 1.0, b) for b in args.tree_batches},
+                f"commit {args.commit}, float32": (str(baseline), False, 1.0, args.batch, "float32"),
+                "this tree, float32": (str(ROOT), False, 1.0, args.batch, "float32"),
+                "this tree, float32, XLA": (str(ROOT), True, 1.0, args.batch, "float32"),
+                "this tree, float32, D4 on 25% of a batch": (str(ROOT), False, 0.25, args.batch, "float32"),
+                "this tree, mixed_bfloat16": (str(ROOT), False, 1.0, args.batch, "mixed_bfloat16"),
+                "this tree, mixed_bfloat16, D4 on 25%": (str(ROOT), False, 0.25, args.batch, "mixed_bfloat16"),
+                **{f"this tree, float32, batch {b}": (str(ROOT), False, 1.0, b, "float32") for b in args.tree_batches},
             }
             rates: dict[str, list[float]] = {name: [] for name in rows}
             for r in range(args.repeats):
-                for name, (root, jit, eq_fraction, batch) in rows.items():
-                    rates[name].append(run_row(root, args, jit, eq_fraction, batch))
+                for name, (root, jit, eq_fraction, batch, precision) in rows.items():
+                    rates[name].append(run_row(root, args, jit, eq_fraction, batch, precision))
                 print(f"repeat {r + 1}/{args.repeats} done", file=sys.stderr, flush=True)
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(baseline)], capture_output=True)
