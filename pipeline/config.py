@@ -204,6 +204,9 @@ def add_common_flags(parser: argparse.ArgumentParser, defaults: Mapping[str, Any
                    help="initial bias of the VAE's log-variance heads (-6: informative early samples, against "
                         "posterior collapse of a low-variance subspace; 0: Keras's default; docs/vae.md)")
     m.add_argument("--lambda_latent", type=float, default=vae.lambda_latent)
+    m.add_argument("--lambda_clean", type=float, default=vae.lambda_clean,
+                   help="weight of the clean autoencoding loss ||decode(E(clean)) - clean||^2 (the cluster bank "
+                        "decodes clean latents; the authors' released decoders were not trained for it, docs/vae.md)")
     m.add_argument("--lambda_eq", type=float, default=vae.lambda_eq, help="weight of the D4 equivariance loss")
     m.add_argument("--sample_std", type=float, default=vae.sample_std,
                    help="std of the latent samples decoded in training (0: decode the means; for fine-tuning "
