@@ -23,7 +23,7 @@ the from-scratch faces VAE (docs/vae.md, "Faces from scratch"), e.g.
 Designs of the same curve: --fresh_noise (new training noise every epoch) and --augment_shift 12
 (random grid shifts and mirror flips, data/augment.py), --ema 0.995 (each epoch ends at the
 moving average of the weights, TrainConfig.ema_momentum), --lr_decay_epochs N (cosine rate),
---sample_std 0 (decode the latent means in training).
+--sample_std 0 (decode the latent means in training), --lambda_clean 0 (no clean autoencoding term).
 """
 from __future__ import annotations
 
@@ -73,6 +73,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="end each epoch at the moving average of the weights with this momentum per step (0: off)")
     p.add_argument("--sample_std", type=float, default=1.0,
                    help="std of the latent samples decoded in training (VAEConfig.sample_std; 0: decode the means)")
+    p.add_argument("--lambda_clean", type=float, default=1.0,
+                   help="weight of the clean autoencoding term (VAEConfig.lambda_clean)")
     return p.parse_args(argv)
 
 
@@ -134,7 +136,8 @@ def run(args: argparse.Namespace) -> None:
         return
     set_seeds(args.seed)
     model = build_vae(VAEConfig(latent_dim=args.latent_dim, lambda_kl=1e-3, lambda_latent=1e-2, lambda_eq=0.1, bn_momentum=0.9,
-                                eq_fraction=args.eq_fraction, precision=args.precision, sample_std=args.sample_std))
+                                eq_fraction=args.eq_fraction, precision=args.precision, sample_std=args.sample_std,
+                                lambda_clean=args.lambda_clean))
     with tempfile.TemporaryDirectory() as work:
         train_dir = paths.train_dir
         if args.train_faces:
