@@ -41,7 +41,7 @@ def test_each_flag_fills_its_typed_config_field():
                   "--kl_max", "0.2", "--action_low", "0", "--images_per_episode", "3", "--updates_per_step", "9",
                   "--lambda_db", "2", "--overlap", "2", "--block_size", "8", "--latent_dim", "5", "--sample_std", "0",
                   "--kl_warmup_steps", "7", "--logvar_bias_init", "-6", "--lr_schedule", "cosine",
-                  "--ema_momentum", "0.99", "--fresh_noise", "--augment_shift", "12")
+                  "--ema_momentum", "0.99", "--fresh_noise", "--augment_shift", "12", "--lambda_clean", "0.25")
     assert (cfg.env.steps, cfg.env.gate, cfg.env.lambda_db, cfg.env.overlap, cfg.env.block_size) == (5, "latent", 2.0, 2, 8)
     assert (cfg.clusters.cap, cfg.clusters.num_clusters) == (7, 3)
     assert (cfg.train.epochs, cfg.train.batch_size, cfg.train.learning_rate, cfg.train.overlap) == (4, 32, 0.5, 2)
@@ -49,7 +49,7 @@ def test_each_flag_fills_its_typed_config_field():
     assert cfg.fresh_noise and cfg.augment_shift == 12
     assert cfg.lr_schedule == "cosine" and cfg.train.lr_decay_epochs == 0  # each round sets it to its epochs
     assert (cfg.vae.bn_momentum, cfg.vae.lambda_eq, cfg.vae.block_size, cfg.vae.latent_dim) == (0.5, 0.0, 8, 5)
-    assert (cfg.vae.sample_std, cfg.vae.logvar_bias_init) == (0.0, -6.0)
+    assert (cfg.vae.sample_std, cfg.vae.logvar_bias_init, cfg.vae.lambda_clean) == (0.0, -6.0, 0.25)
     assert (cfg.sac.kl_max, cfg.sac.action_low) == (0.2, 0.0)
     assert cfg.sac.batch_size == SACConfig.batch_size  # --batch_size is the VAE's, not SAC's
     assert (cfg.agent_train.images_per_episode, cfg.agent_train.updates_per_step) == (3, 9)
