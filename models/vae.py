@@ -321,10 +321,19 @@ class RSEVAE(keras.Model):
         logvar_n, logvar_c = logvar_all[:n], logvar_all[n:2 * n]
         z_n = self.sample(mean_n, logvar_n, rng=rng)
         z_c = self.sample(mean_c, logvar_c, rng=rng)
-        t_n = self.transform(z_n, training=training)
+        # One transform pass and one decoder pass per subspace over every latent the terms need:
+        # [T(z_n); T(eq means); z_c], so the decoders run on one large batch rather than three
+        # (the decoders and transforms have no BatchNorm, so this is the same function; 1.2x the
+        # step's speed in mixed bfloat16, docs/vae.md "Against the issue's own code").
+        to_transform = [z_n]
+        if use_eq:
+            to_transform.append(tf.concat([mean_n[:m], mean_all[2 * n:]], axis=0))
+        t_all = self.transform(tf.concat(to_transform, axis=0), training=training)
+        t_n = t_all[:n]
+        decoded = self.decode(tf.concat([t_all, z_c], axis=0), training=training)
         sse = lambda a, b: tf.reduce_sum(tf.square(a - b), axis=[1, 2, 3])  # noqa: E731
-        recon = sse(self.decode(t_n, training=training), clean)
-        clean_recon = sse(self.decode(z_c, training=training), clean)
+        recon = sse(decoded[:n], clean)
+        clean_recon = sse(decoded[tf.shape(t_all)[0]:], clean)
         kl_terms = lambda m, lv: -0.5 * tf.reduce_sum(1.0 + lv - tf.square(m) - tf.exp(lv), axis=[1, 2])  # noqa: E731
         kl = kl_terms(mean_n, logvar_n) + kl_terms(mean_c, logvar_c)
         latent = tf.reduce_sum(tf.square(t_n - tf.stop_gradient(mean_c)), axis=[1, 2])
@@ -332,9 +341,7 @@ class RSEVAE(keras.Model):
         total = recon + cfg.lambda_clean * clean_recon + kl_weight * kl + cfg.lambda_latent * latent
         out = {"recon": recon, "clean": clean_recon, "kl": kl, "latent": latent}
         if use_eq:
-            means = tf.concat([mean_n[:m], mean_all[2 * n:]], axis=0)
-            f_all = self.decode(self.transform(means, training=training), training=training)
-            f_x, f_gx = f_all[:m], f_all[m:]
+            f_x, f_gx = decoded[n:n + m], decoded[n + m:n + 2 * m]
             eq = sse(f_gx, equivariance.transform_by_tensor(f_x, g_index))
             if cfg.eq_fraction < 1.0:
                 eq = tf.pad(eq * tf.cast(n, tf.float32) / tf.cast(m, tf.float32), [[0, n - m]])
