@@ -325,9 +325,11 @@ class RSEVAE(keras.Model):
         # [T(z_n); T(eq means); z_c], so the decoders run on one large batch rather than three
         # (the decoders and transforms have no BatchNorm, so this is the same function; 1.2x the
         # step's speed in mixed bfloat16, docs/vae.md "Against the issue's own code").
+        # Decoding latent means (sample_std 0), z_n is mean_n: f(x) of the eq term is then decoded[:m].
+        reuse_f_x = cfg.sample_std == 0
         to_transform = [z_n]
         if use_eq:
-            to_transform.append(tf.concat([mean_n[:m], mean_all[2 * n:]], axis=0))
+            to_transform.append(mean_all[2 * n:] if reuse_f_x else tf.concat([mean_n[:m], mean_all[2 * n:]], axis=0))
         t_all = self.transform(tf.concat(to_transform, axis=0), training=training)
         t_n = t_all[:n]
         decoded = self.decode(tf.concat([t_all, z_c], axis=0), training=training)
@@ -341,7 +343,10 @@ class RSEVAE(keras.Model):
         total = recon + cfg.lambda_clean * clean_recon + kl_weight * kl + cfg.lambda_latent * latent
         out = {"recon": recon, "clean": clean_recon, "kl": kl, "latent": latent}
         if use_eq:
-            f_x, f_gx = decoded[n:n + m], decoded[n + m:n + 2 * m]
+            if reuse_f_x:
+                f_x, f_gx = decoded[:m], decoded[n:n + m]
+            else:
+                f_x, f_gx = decoded[n:n + m], decoded[n + m:n + 2 * m]
             eq = sse(f_gx, equivariance.transform_by_tensor(f_x, g_index))
             if cfg.eq_fraction < 1.0:
                 eq = tf.pad(eq * tf.cast(n, tf.float32) / tf.cast(m, tf.float32), [[0, n - m]])

@@ -249,6 +249,35 @@ def test_equivariance_term_on_a_subset_is_the_full_terms_rows_rescaled():
     assert not eq_part[2:].any() and eq_full[2:].all()
 
 
+def test_loss_terms_match_the_stages_applied_one_by_one():
+    """losses_per_patch decodes every term's latents in one pass: each term must equal its definition
+    computed from encode/sample/transform/decode separately (inference mode: BatchNorm's moving
+    statistics, so the batch composition does not matter), with and without sampling."""
+    rng = np.random.default_rng(0)
+    noisy, clean = (rng.random((8, 16, 16, 3)).astype(np.float32) for _ in range(2))
+    g = 3
+    sse = lambda a, b: np.sum((np.asarray(a) - np.asarray(b)) ** 2, axis=(1, 2, 3))  # noqa: E731
+    for sample_std in (0.0, 1.0):
+        tf.random.set_seed(4)
+        model = build_vae(VAEConfig(sample_std=sample_std, eq_fraction=0.5, **TINY))
+        terms = model.losses_per_patch(noisy, clean, g_index=tf.constant(g), training=False,
+                                       rng=tf.random.Generator.from_seed(7))
+        draws = tf.random.Generator.from_seed(7)  # the same draws in the same order: noisy, then clean
+        mean_n, logvar_n = model.encode(noisy)
+        mean_c, logvar_c = model.encode(clean)
+        z_n = model.sample(mean_n, logvar_n, rng=draws)
+        z_c = model.sample(mean_c, logvar_c, rng=draws)
+        t_n = model.transform(z_n)
+        np.testing.assert_allclose(terms["recon"], sse(model.decode(t_n), clean), rtol=1e-5)
+        np.testing.assert_allclose(terms["clean"], sse(model.decode(z_c), clean), rtol=1e-5)
+        np.testing.assert_allclose(terms["latent"], np.sum((t_n.numpy() - mean_c.numpy()) ** 2, axis=(1, 2)),
+                                   rtol=1e-5)
+        f = model.denoise_fn
+        eq_rows = sse(f(equivariance.transform(noisy[:4], g)), equivariance.transform(f(noisy[:4]), g))
+        np.testing.assert_allclose(terms["eq"], np.concatenate([2 * eq_rows, np.zeros(4)]), rtol=1e-4)
+        assert eq_rows.min() > 0
+
+
 def test_batch_norm_recalibration_sets_the_mean_of_the_batch_statistics():
     """Independent check: the encoder features up to BatchNorm, their moments per batch in numpy, averaged."""
     from models.training import batch_norm_layers, recalibrate_batch_norm
