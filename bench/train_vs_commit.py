@@ -8,7 +8,8 @@ on sys.path), round-robin, `--repeats` times; medians. Every row times the same 
 as `models.training.make_train_step`) on the same random patch batches; only the model code
 differs between the trees. This tree also gets rows with XLA (`jit_compile=True`), with the
 D4 term on a quarter of each batch (`VAEConfig.eq_fraction`), in mixed bfloat16
-(`VAEConfig.precision`, alone and with the D4 term on a quarter), and at the batch sizes of
+(`VAEConfig.precision`, alone and with the D4 term on a quarter; that last also decoding latent
+means, `VAEConfig.sample_std` 0, as the faces recipe of docs/vae.md), and at the batch sizes of
 `--tree_batches` (each such row times the same patch pairs in more, smaller steps, so each
 must divide --batch x --steps).
 
@@ -27,7 +28,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def child(root: str, batch: int, steps: int, jit: bool, eq_fraction: float, precision: str) -> None:
+def child(root: str, batch: int, steps: int, jit: bool, eq_fraction: float, precision: str,
+          sample_std: float) -> None:
     """Time one tree's step; print {"pairs_per_s": ...} as the last line."""
     import time
 
@@ -45,6 +47,8 @@ def child(root: str, batch: int, steps: int, jit: bool, eq_fraction: float, prec
         options["eq_fraction"] = eq_fraction  # this tree only
     if precision != "float32":
         options["precision"] = precision  # this tree only
+    if sample_std != 1.0:
+        options["sample_std"] = sample_std
     model = build_vae(VAEConfig(**options))
     optimizer = keras.optimizers.Adam(1e-3)
     optimizer.build(model.trainable_variables)
@@ -70,10 +74,11 @@ def child(root: str, batch: int, steps: int, jit: bool, eq_fraction: float, prec
 
 
 def run_row(root: str, args: argparse.Namespace, jit: bool, eq_fraction: float, batch: int,
-            precision: str) -> float:
+            precision: str, sample_std: float = 1.0) -> float:
     steps = args.steps * args.batch // batch  # the same patch pairs whatever the batch size
     cmd = [sys.executable, __file__, "--child", root, "--batch", str(batch), "--steps", str(steps),
-           "--eq_fraction", str(eq_fraction), "--precision", precision] + (["--xla"] if jit else [])
+           "--eq_fraction", str(eq_fraction), "--precision", precision, "--sample_std", str(sample_std)]
+    cmd += ["--xla"] if jit else []
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(f"error: the timing process for {root} failed:\n{done.stderr[-2000:]}")
@@ -92,11 +97,12 @@ def main(argv=None) -> int:
     p.add_argument("--xla", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--eq_fraction", type=float, default=1.0, help=argparse.SUPPRESS)
     p.add_argument("--precision", default="float32", help=argparse.SUPPRESS)
+    p.add_argument("--sample_std", type=float, default=1.0, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if min([args.batch, args.steps, args.repeats, *args.tree_batches]) < 1:
         p.error("--batch, --steps, --repeats and --tree_batches must be >= 1")
     if args.child:
-        child(args.child, args.batch, args.steps, args.xla, args.eq_fraction, args.precision)
+        child(args.child, args.batch, args.steps, args.xla, args.eq_fraction, args.precision, args.sample_std)
         return 0
     pairs = args.batch * args.steps
     uneven = [b for b in args.tree_batches if pairs % b]
@@ -119,12 +125,13 @@ def main(argv=None) -> int:
                 "this tree, float32, D4 on 25% of a batch": (str(ROOT), False, 0.25, args.batch, "float32"),
                 "this tree, mixed_bfloat16": (str(ROOT), False, 1.0, args.batch, "mixed_bfloat16"),
                 "this tree, mixed_bfloat16, D4 on 25%": (str(ROOT), False, 0.25, args.batch, "mixed_bfloat16"),
+                "  the same, decoding latent means": (str(ROOT), False, 0.25, args.batch, "mixed_bfloat16", 0.0),
                 **{f"this tree, float32, batch {b}": (str(ROOT), False, 1.0, b, "float32") for b in args.tree_batches},
             }
             rates: dict[str, list[float]] = {name: [] for name in rows}
             for r in range(args.repeats):
-                for name, (root, jit, eq_fraction, batch, precision) in rows.items():
-                    rates[name].append(run_row(root, args, jit, eq_fraction, batch, precision))
+                for name, row in rows.items():
+                    rates[name].append(run_row(row[0], args, *row[1:]))
                 print(f"repeat {r + 1}/{args.repeats} done", file=sys.stderr, flush=True)
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(baseline)], capture_output=True)
