@@ -324,7 +324,7 @@ class RSEVAE(keras.Model):
         # One transform pass and one decoder pass per subspace over every latent the terms need:
         # [T(z_n); T(eq means); z_c], so the decoders run on one large batch rather than three
         # (the decoders and transforms have no BatchNorm, so this is the same function; 1.2x the
-        # step's speed in mixed bfloat16, docs/vae.md "Against the issue's own code").
+        # step's speed in mixed bfloat16, docs/vae.md "One decoder pass per step").
         # Decoding latent means (sample_std 0), z_n is mean_n: f(x) of the eq term is then decoded[:m].
         reuse_f_x = cfg.sample_std == 0
         to_transform = [z_n]
